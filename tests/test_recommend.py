@@ -1,0 +1,270 @@
+"""Planner, FLOP savings and the `cp-plan recommend` command.
+
+The planner tests use shape laws with known closed forms (``KnownShapeLaw``) so they check the
+planner's logic exactly and do not depend on trained runs; the CLI tests fit real laws from a
+synthetic run database built in a temporary directory.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planner.errors import CpPlanError
+from planner.hardware import PROFILES, load_profile
+from planner.recommend import Target, candidate_shapes, recommend
+from planner.rules import BaseHParams, resolve_shape
+from planner.savings import continuous_shape, family_flops, flop_savings
+from planner.shapes import FLOP_CONVENTION, flops_per_token, n_params_nonembedding
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class KnownShapeLaw:
+    """L(P, D, N:L) = E + A/(kP)^a + B/(kD)^b + c·(ln r − ln r*(P))², with c = c_deep below the
+    optimum r*(P) = r0·(P/1e8)^g and c_wide above it. ``k`` < 1 makes a parameterization behave
+    like a k-times-smaller model. Bootstrap samples perturb every coefficient by ``noise``."""
+
+    names = ("E", "A", "a", "B", "b", "r0", "g", "c_deep", "c_wide", "k")
+
+    def __init__(self, E=1.8, A=400.0, a=0.34, B=2000.0, b=0.37, r0=64.0, g=0.1, c_deep=0.002,
+                 c_wide=0.02, k=1.0, n_boot=64, noise=0.01, seed=0):
+        self.theta = np.array([E, A, a, B, b, r0, g, c_deep, c_wide, k], dtype=float)
+        rng = np.random.default_rng(seed)
+        self.samples = self.theta * (1 + noise * rng.standard_normal((n_boot, len(self.theta))))
+
+    def r_opt(self, n_params):
+        return self.theta[5] * (n_params / 1e8) ** self.theta[6]
+
+    @staticmethod
+    def _eval(t, p, d, r):
+        E, A, a, B, b, r0, g, cd, cw, k = (t[..., i, None] if t.ndim == 2 else t[i] for i in range(10))
+        x = np.log(r) - np.log(r0 * (p / 1e8) ** g)
+        return E + A * (k * p) ** -a + B * (k * d) ** -b + np.where(x < 0, cd, cw) * x * x
+
+    def predict(self, n_params, n_tokens, ratio):
+        p, d, r = (np.asarray(v, dtype=float) for v in (n_params, n_tokens, ratio))
+        s = self._eval(self.samples, p, d, r)
+        return self._eval(self.theta, p, d, r), np.percentile(s, 2.5, axis=0), np.percentile(s, 97.5, axis=0)
+
+    def predict_samples(self, n_params, n_tokens, ratio):
+        p, d, r = (np.asarray(v, dtype=float) for v in (n_params, n_tokens, ratio))
+        return self._eval(self.samples, p, d, r)
+
+
+# CompleteP: a wide, flat band reaching deep-narrow shapes; μP and SP penalized at depth.
+LAWS = {
+    "completep": KnownShapeLaw(c_deep=0.003),
+    "mup": KnownShapeLaw(c_deep=0.03, k=0.85),
+    "sp": KnownShapeLaw(c_deep=0.04, c_wide=0.03, k=0.7),
+}
+BASE = {"base_n_embd": 64, "base_n_layer": 2, "lr": 3e-3, "init_std": 0.02, "weight_decay": 0.1,
+        "eps": 1e-8}
+CONTEXT = {k: {"ratio_min": 2.0, "ratio_max": 512.0, "max_n_params": 2e6, "n_runs": 30,
+               "tokens_per_param": [20.0, 20.0], "base": dict(BASE)} for k in LAWS}
+
+
+def plan(hardware="flat", laws=LAWS, context=CONTEXT, **target):
+    target.setdefault("n_params", 1.5e9)
+    return recommend(Target(**target), hardware, laws, context)
+
+
+# ---------------------------------------------------------------------- FLOP savings
+
+
+def test_continuous_shape_solves_the_exact_count():
+    n, l = continuous_shape(np.array([1e6, 1.5e9]), np.array([8.0, 62.0]))
+    assert np.allclose(n / l, [8.0, 62.0])
+    assert np.allclose(l * (12 * n**2 + 13 * n) + 2 * n, [1e6, 1.5e9], rtol=1e-12)
+
+
+def test_savings_recover_a_known_efficiency_gap():
+    # other(P) = ref(k·P): other needs P/k params (and tokens) to match ref at P.
+    k, p, r = 0.8, 1.5e9, 62.0
+    ref, other = KnownShapeLaw(g=0.0, noise=0.0), KnownShapeLaw(g=0.0, k=k, noise=0.0)
+    s = flop_savings(ref, other, p, r, tokens_per_param=20, vocab_size=50257, seq_len=2048)
+    assert s.reachable and s.n_params_other == pytest.approx(p / k, rel=1e-4)
+    assert s.fraction_6nd == pytest.approx(1 - k**2, rel=1e-3)
+    def c(pp):
+        n, l = continuous_shape(pp, r)
+        return flops_per_token(n, l, 50257, 2048) * 20 * pp
+    assert s.fraction == pytest.approx(1 - c(p) / c(p / k), rel=1e-3)
+    assert s.convention == FLOP_CONVENTION
+    # No bootstrap spread: the interval collapses onto the estimate.
+    assert s.low == pytest.approx(s.fraction, abs=1e-3) and s.high == pytest.approx(s.fraction, abs=1e-3)
+
+
+def test_savings_interval_brackets_the_estimate_and_is_antisymmetric_in_direction():
+    s = flop_savings(LAWS["completep"], LAWS["mup"], 1.5e9, 8.0)
+    assert s.low < s.fraction < s.high and 0 < s.fraction < 1 and s.n_samples == 64
+    back = flop_savings(LAWS["mup"], LAWS["completep"], 1.5e9, 8.0, reference="mup", other="completep")
+    assert back.fraction < 0  # μP costs more than CompleteP at the same loss
+
+
+def test_savings_grow_toward_deep_narrow_shapes_when_mup_is_penalized_there():
+    at = {r: flop_savings(LAWS["completep"], LAWS["mup"], 1.5e9, r).fraction for r in (64, 16, 5)}
+    assert at[5] > at[16] > at[64] > 0
+
+
+def test_family_flops_match_planner_shapes_convention():
+    n, l = continuous_shape(1e8, 32.0)
+    assert float(family_flops(1e8, 32.0, 20, 256, 64)) == pytest.approx(
+        (6 * 1e8 + 6 * n * 256 + 12 * l * n * 64) * 20 * 1e8, rel=1e-9)
+    assert float(family_flops(1e8, 32.0, 20, 256, 64, "6ND")) == 6 * 1e8 * 2e9
+
+
+# ---------------------------------------------------------------------- the planner
+
+
+def test_flat_profile_picks_the_laws_loss_optimal_shape():
+    p = plan("flat")
+    law = LAWS["completep"]
+    shapes = candidate_shapes(1.5e9, PROFILES["flat"], 64)
+    loss = law.predict(np.full(len(shapes), 1.5e9), np.full(len(shapes), 3e10), [s.ratio for s in shapes])[0]
+    best = shapes[int(np.argmin(loss))]
+    assert (p.n_embd, p.n_layer) == (best.n_embd, best.n_layer)
+    # ... and that shape sits next to the law's continuous optimum.
+    assert abs(math.log(p.ratio / law.r_opt(1.5e9))) < 0.1
+
+
+@pytest.mark.parametrize("n_params", [3e8, 1.5e9, 1e10])
+def test_flat_pick_tracks_an_optimum_that_drifts_with_scale(n_params):
+    law = KnownShapeLaw(c_deep=0.01, c_wide=0.01, g=0.3, noise=0.0)
+    p = plan("flat", laws={"completep": law}, context={}, n_params=n_params)
+    assert abs(math.log(p.ratio / law.r_opt(n_params))) < 0.12
+
+
+def test_band_matches_the_closed_form_and_completep_band_is_wider():
+    p = plan("flat")
+    law = LAWS["completep"]
+    best = p.band["completep"]["best_loss"]
+    # Quadratic penalty: loss ≤ best·(1+tol) ⇔ |ln r − ln r*| ≤ sqrt(tol·best/c).
+    half_deep = math.sqrt(0.01 * best / 0.003)
+    half_wide = math.sqrt(0.01 * best / 0.02)
+    r_star = law.r_opt(1.5e9)
+    band = p.band["completep"]
+    grid_step = math.log(512 / 2) / 399 + 0.02
+    assert abs(math.log(band["ratio_min"]) - (math.log(r_star) - half_deep)) < grid_step
+    assert abs(math.log(band["ratio_max"]) - (math.log(r_star) + half_wide)) < grid_step
+    assert band["ratio_min"] < p.band["mup"]["ratio_min"] < p.band["sp"]["ratio_min"]
+
+
+def test_weight_streaming_picks_the_deepest_shape_in_the_band():
+    p = plan("weight-streaming")
+    flat = plan("flat")
+    assert p.n_layer > 3 * flat.n_layer
+    assert p.ratio >= p.band["completep"]["ratio_min"] * 0.95
+    deeper = [a for a in p.alternatives if a["n_layer"] > p.n_layer]
+    assert deeper and all(not a["in_band"] or not a["feasible"] for a in deeper)
+    assert any("outside the band" in a["reason"] for a in deeper)
+
+
+@pytest.mark.parametrize("n_params", [2e8, 1.5e9, 1e10])
+@pytest.mark.parametrize("tolerance", [0.003, 0.01, 0.03])
+def test_latency_never_deeper_than_weight_streaming(n_params, tolerance):
+    ws = plan("weight-streaming", n_params=n_params, tolerance=tolerance)
+    lat = plan("latency", n_params=n_params, tolerance=tolerance)
+    assert lat.n_layer <= ws.n_layer
+    assert lat.n_layer < ws.n_layer or tolerance < 0.005
+
+
+@pytest.mark.parametrize("n_params", [2e8, 1.5e9, 1e10])
+def test_gpu_widths_are_multiples_of_128_and_the_pick_is_fastest_in_band(n_params):
+    gpu = PROFILES["gpu"]
+    p = plan("gpu", n_params=n_params)
+    assert p.n_embd % 128 == 0 and p.d_head == 128 and p.n_head == p.n_embd // 128
+    assert p.n_layer % gpu.pipeline_stages == 0 and p.n_head % gpu.tensor_parallel == 0
+    assert all(a["n_embd"] % 128 == 0 for a in p.alternatives)
+    for a in p.alternatives:
+        if a["feasible"] and a["in_band"]:
+            assert a["step_time_s"] >= p.hardware["step_time_s"]
+    assert p.n_layer < plan("weight-streaming", n_params=n_params).n_layer
+
+
+def test_memory_profile_keeps_under_the_cap_and_changes_the_answer():
+    mem = plan("memory")
+    flat = plan("flat")
+    cap = PROFILES["memory"].max_layer_bytes
+    assert mem.hardware["layer_bytes"] <= cap < flat.hardware["layer_bytes"]
+    assert mem.n_embd < flat.n_embd
+    assert any("exceed" in a["reason"] for a in mem.alternatives)
+
+
+def test_user_profile_changes_the_answer(tmp_path):
+    f = tmp_path / "deep.toml"
+    f.write_text('base = "weight-streaming"\nmax_layer = 48\n')
+    p = plan(str(f))
+    assert p.n_layer <= 48 and p.hardware["name"] == "deep"
+    assert p.n_layer < plan("weight-streaming").n_layer
+
+
+def test_plan_reports_exact_counts_tokens_flops_and_interval():
+    p = plan("weight-streaming", tokens_per_param=10, vocab_size=32000, seq_len=4096)
+    assert p.n_params == n_params_nonembedding(p.n_embd, p.n_layer)
+    assert p.n_tokens == round(10 * p.n_params)
+    assert p.flops == pytest.approx(flops_per_token(p.n_embd, p.n_layer, 32000, 4096) * p.n_tokens)
+    lo, hi = p.predicted_loss_interval
+    assert lo < p.predicted_loss < hi
+    assert p.assumptions["extrapolation"] == pytest.approx(p.n_params / 2e6)
+    assert set(p.savings) == {"mup", "sp"} and p.savings["sp"]["fraction"] > p.savings["mup"]["fraction"] > 0
+
+
+def test_plan_dict_has_the_documented_keys_and_is_plain_json():
+    d = plan("gpu").to_dict()
+    for key in ("n_embd", "n_layer", "n_head", "ratio", "n_params", "n_tokens", "flops", "predicted_loss",
+                "predicted_loss_interval", "band", "savings", "hparams", "alternatives", "assumptions"):
+        assert key in d
+    for s in d["savings"].values():
+        assert {"fraction", "low", "high"} <= set(s)
+    assert {"extrapolation", "tokens_per_param", "flop_convention", "data", "device"} <= set(d["assumptions"])
+    json.dumps(d, allow_nan=False)
+    assert 2 <= len(d["alternatives"]) <= 6 and all(a["reason"] for a in d["alternatives"])
+
+
+def test_hparams_are_transferred_from_the_runs_base_shape():
+    p = plan("weight-streaming")
+    want = resolve_shape("completep", p.n_embd, p.n_layer, 64, 2, BaseHParams(lr=3e-3, init_std=0.02))
+    assert p.hparams["groups"] == want.to_dict()["groups"]
+    assert p.hparams["depth_mult"] == p.n_layer / 2 and p.hparams["residual_mult"] == pytest.approx(2 / p.n_layer)
+    no_base = plan("weight-streaming", context={k: {**v, "base": None} for k, v in CONTEXT.items()})
+    assert no_base.hparams is None and "no transferred hyperparameters" in no_base.assumptions["hparams"]
+
+
+def test_flops_target_derives_params_at_the_tokens_per_param_line():
+    budget = 3e20
+    p = recommend(Target(flops=budget), "flat", LAWS, CONTEXT)
+    used = p.target["n_params_used"]
+    assert float(family_flops(used, p.band["completep"]["best_ratio"], 20, 50257, 2048)) == pytest.approx(budget, rel=0.02)
+    assert p.flops == pytest.approx(budget, rel=0.1)
+
+
+def test_trained_range_limits_the_search():
+    ctx = {k: {**v, "ratio_min": 16.0} for k, v in CONTEXT.items()}
+    p = plan("weight-streaming", context=ctx)
+    assert p.ratio >= 16.0 and p.band["completep"]["reaches_low_edge"]
+    assert any("outside the trained range" in a["reason"] for a in p.alternatives)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_params": -1}, r"--params -1 must be a positive number"),
+    ({"n_params": 1e9, "flops": 1e20}, r"exactly one of --params"),
+    ({"n_params": 1e9, "tolerance": 1.5}, r"--tolerance 1.5"),
+    ({"n_params": 1e9, "parameterization": "ntk"}, r"unknown parameterization 'ntk'"),
+])
+def test_bad_targets(kwargs, match):
+    with pytest.raises(CpPlanError, match=match):
+        Target(**kwargs)
+
+
+def test_missing_law_and_impossible_hardware_are_explained(tmp_path):
+    with pytest.raises(CpPlanError, match=r"no shape law for parameterization 'alpha0.5'.*completep, mup, sp"):
+        plan(parameterization="alpha0.5")
+    f = tmp_path / "tiny.toml"
+    f.write_text('base = "memory"\nmax_layer_bytes = 1000\n')
+    with pytest.raises(CpPlanError, match=r"no shape of 1.5e\+09 .* fits hardware profile 'tiny'"):
+        plan(str(f))
