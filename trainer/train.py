@@ -35,6 +35,7 @@ from trainer.optim import build_optimizer, lr_multiplier, set_lr
 
 CHECKPOINT_NAME = "checkpoint.ckpt"
 BLOWUP_NATS = 3.0  # a loss this far above ln(vocab) (uniform guessing), and above the start, is a blow-up
+BLOWUP_PATIENCE = 50  # ... when it lasts this many consecutive steps (or to the end of the run)
 PLAIN_PROGRESS_EVERY_S = 10.0  # throttle for progress lines when stderr is not a terminal
 DB_PROGRESS_EVERY_S = 5.0  # throttle for progress writes to the run database
 
@@ -287,6 +288,7 @@ def _train(cfg: TrainConfig, corpus: Corpus, device: torch.device, state: dict |
 
     # Everything a resumed run needs to continue exactly where it stopped.
     step, curve, window, window_norms, initial_loss = 0, {}, [], [], None
+    blowup_steps = 0
     prior_wall_s, prior_train_s, prior_tokens = 0.0, 0.0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -362,10 +364,14 @@ def _train(cfg: TrainConfig, corpus: Corpus, device: torch.device, state: dict |
             initial_loss = loss_value
         if not math.isfinite(loss_value):
             return outcome("diverged", f"training loss {loss_value} at step {step}")
-        if loss_value > blowup_limit and loss_value > initial_loss:
-            return outcome("diverged", f"training loss {loss_value:.3f} at step {step} exceeds "
+        # A blow-up must persist: early-warmup spikes above the limit often recover, and calling
+        # them divergence would bias LR sweeps toward small LRs.
+        blown = loss_value > blowup_limit and loss_value > initial_loss
+        blowup_steps = blowup_steps + 1 if blown else 0
+        if blowup_steps >= max(1, min(BLOWUP_PATIENCE, total - warmup)) or (blown and step == total):
+            return outcome("diverged", f"training loss {loss_value:.3f} at step {step} stayed above "
                                        f"ln(vocab)+{BLOWUP_NATS:g}={blowup_limit:.3f} and the initial "
-                                       f"{initial_loss:.3f}")
+                                       f"{initial_loss:.3f} for {blowup_steps} steps")
         window.append(loss_value)
         val_loss = evaluate() if step % cfg.eval_every == 0 or step == total else None
         if val_loss is not None and not math.isfinite(val_loss):
