@@ -324,21 +324,27 @@ def train(
     checkpoint_dir: Annotated[Optional[str], typer.Option(help="Checkpoint root; the run uses ROOT/<config hash>/ (default: data/checkpoints).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from this config's checkpoint, if any.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress on stderr (a bar on a terminal, else a line every 10 s).")] = True,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
     db: DbOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final run record as JSON.")] = False,
 ) -> None:
     """Train one model (one frozen config) and record the run in the run database."""
-    # Every option but these four is a TrainConfig field of the same name.
-    options = {k: v for k, v in locals().items() if k not in ("resume", "progress", "db", "json_out")}
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        raise CpPlanError("training needs PyTorch: pip install 'cp-plan[train]' torch==2.13.0")
-    from planner.db import RunDB
-    from trainer.config import TrainConfig
-    from trainer.train import train_run
+    # Every option but these five is a TrainConfig field of the same name.
+    options = {k: v for k, v in locals().items() if k not in ("resume", "progress", "threads", "db", "json_out")}
+    from trainer.config import TrainConfig  # torch-free: bad options fail fast
 
     cfg = TrainConfig.from_dict(options)
+    if threads < 0:
+        raise CpPlanError(f"--threads {threads} must be ≥ 0 (0: torch's default)")
+    try:
+        import torch
+    except ImportError:
+        raise CpPlanError("training needs PyTorch: pip install 'cp-plan[train]' torch==2.13.0") from None
+    from planner.db import RunDB
+    from trainer.train import train_run
+
+    if threads:
+        torch.set_num_threads(threads)
     run_db = RunDB(db)
     record = train_run(cfg, run_db, progress=progress, resume=resume)
     if json_out:
@@ -358,6 +364,7 @@ def train(
     if record["status"] != "done":
         _err(f"run {record['status']}: {record['reason']}")
         raise typer.Exit(1)
+
 
 # ---------------------------------------------------------------- sweeps and coordinate check (trainer)
 # (sweep shape, sweep lr and coord-check go here)
@@ -518,6 +525,108 @@ def coord_check_cmd(
 
 # ---------------------------------------------------------------- fit (planner.laws)
 # (fit command goes here)
+class LawName(str, Enum):
+    chinchilla = "chinchilla"
+    compute = "compute"
+    shape = "shape"
+    isoflop = "isoflop"
+
+
+@app.command()
+def fit(
+    law: Annotated[LawName, typer.Option("--law", help="chinchilla: L = E + A/N^α + B/D^β; compute: L = E + A·C^(−a) "
+                                         "per parameterization and N:L; shape: loss over P, D and N:L per "
+                                         "parameterization; isoflop: N* ∝ C^a from IsoFLOP profiles.")],
+    where: WhereOpt = None,
+    exclude_highest_loss: Annotated[int, typer.Option("--exclude-highest-loss", min=0, help="Drop the K highest-loss runs of each group first (Epoch drop 5 of Chinchilla's).")] = 0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap refits for standard errors and percentile intervals (0: asymptotic, Wald).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed (fits are deterministic given it).")] = 0,
+    db: DbOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (bootstrap samples left out; --out keeps them).")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the fitted laws, bootstrap samples included, to this JSON file (usable as `recommend --laws`).")] = None,
+) -> None:
+    """Fit a scaling law to the finished runs in the database, per parameterization (and per N:L for compute)."""
+    from planner.db import RunDB
+    from planner.laws import fit_groups
+
+    rdb = RunDB(db, create=False)
+    where_d = _where_dict(where)
+    df = rdb.runs(where=where_d)
+    matching = " matching --where" if where_d else ""
+    if len(df) < 2:
+        raise CpPlanError(
+            f"{'no' if len(df) == 0 else 'only 1'} finished run{'' if len(df) == 1 else 's'}{matching} in {rdb.display}; "
+            f"a {law.value} law needs several: train some (`cp-plan sweep shape ...`), import published ones "
+            "(`cp-plan runs import ...`), or loosen --where")
+    notes = []
+    if law is LawName.shape:
+        from planner.lawcache import shape_frame
+
+        df, dropped = shape_frame(df)  # the same runs the planner's laws use
+        notes += [f"left out {n} run(s): {why}" for why, n in dropped.items()]
+    busy = None
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        busy = Console(stderr=True).status(f"fitting the {law.value} law to {len(df)} runs (bootstrap {bootstrap}) ...")
+        busy.start()
+    try:
+        results, skipped = fit_groups(law.value, df, bootstrap=bootstrap, seed=seed,
+                                      exclude_highest_loss=exclude_highest_loss)
+    finally:
+        if busy is not None:
+            busy.stop()
+    payload = {"law": law.value, "db": rdb.display, "where": where_d, "bootstrap": bootstrap, "seed": seed,
+               "laws": {k: r.to_json() for k, r in results.items()}, "skipped": skipped, "notes": notes}
+    if out is not None:
+        try:
+            out.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise CpPlanError(f"cannot write --out {out} ({exc}); choose a writable path") from None
+    if json_out:
+        for entry in payload["laws"].values():
+            samples = entry.pop("samples", None)
+            entry["n_samples"] = 0 if samples is None else len(samples)
+        _emit_json(payload)
+        return
+    _print_fits(law.value, results, skipped, notes, out)
+
+
+def _print_fits(law: str, results: dict, skipped: dict, notes: list, out) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    for key, res in results.items():
+        boot = res.meta.get("bootstrap", {}).get("n_used", 0)
+        how = f"bootstrap {boot}, percentile" if boot else "asymptotic, Wald"
+        pct = f"{res.level:.0%}"
+        title = f"{law} law — {key}: {res.n} point(s)" + (f", form {res.meta['form']}" if law == "shape" else "")
+        table = Table(title=title, caption=f"intervals: {how}")
+        for col in ("parameter", "value", "SE", f"{pct} low", f"{pct} high"):
+            table.add_column(col, justify="left" if col == "parameter" else "right")
+        for row in res.rows():
+            table.add_row(row["name"], f"{row['value']:.5g}", _fmt_cell(row["stderr"]),
+                          _fmt_cell(row["ci_low"]), _fmt_cell(row["ci_high"]))
+        console.print(table)
+        held = res.heldout_error
+        console.print(f"  residual RMS {res.residuals.get('rms', float('nan')):.3g} (log-loss)   AIC {res.aic:.4g}   "
+                      f"BIC {res.bic:.4g}   held-out error "
+                      + (f"{held:.3g} ({res.meta.get('heldout', {}).get('note', '')})" if math.isfinite(held)
+                         else f"— ({res.meta.get('heldout', {}).get('note', 'not computed')})"))
+        if law == "shape" and "selection" in res.meta:
+            sel = res.meta["selection"]
+            errs = ", ".join(f"{k} {v:.3g}" for k, v in sel["errors"].items())
+            console.print(f"  form chosen by {sel['by']}: {errs}")
+        for w in res.warnings:
+            console.print(f"  [yellow]warning:[/yellow] {w}", highlight=False)
+    for key, why in skipped.items():
+        console.print(f"[yellow]skipped {key}:[/yellow] {why}", highlight=False)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False)
+    if out is not None:
+        console.print(f"wrote {out}")
+
 
 # ---------------------------------------------------------------- recommend (planner.recommend)
 # (recommend command goes here)
@@ -645,14 +754,18 @@ def _print_plan(p: dict) -> None:
     console.print("[bold]Assumptions[/bold]")
     for line in (a["flop_convention_note"], a["band_basis"], a["shapes"],
                  f"planned vocab {a['vocab_size']}, seq_len {a['seq_len']}; runs: vocab "
-                 f"{a.get('runs_vocab_sizes') or '?'}, seq_len {a.get('runs_seq_lens') or '?'}, "
+                 f"{_join(a.get('runs_vocab_sizes'))}, seq_len {_join(a.get('runs_seq_lens'))}, "
                  f"tokens/param {_range(a.get('runs_tokens_per_param'))}",
-                 f"data {a.get('data') or '?'}, devices {a.get('device') or '?'}",
+                 f"runs' data {_join(a.get('data'))}, devices {_join(a.get('device'))}",
                  a.get("from_flops"), a.get("target_default"), a["hparams"]):
         if line:
             console.print(f"  • {line}")
     for w in p["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def _join(values) -> str:
+    return ", ".join(str(v) for v in values) if values else "?"
 
 
 def _range(v) -> str:
@@ -667,11 +780,77 @@ def _range(v) -> str:
 
 
 @app.command()
+def report(
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (self-contained: plotly.js inlined, opens offline).")] = Path("report.html"),
+    db: DbOpt = None,
+    laws: Annotated[Optional[str], typer.Option("--laws", help="Shape-laws file (`cp-plan fit --law shape --out`); default: the database's cached laws, refitted when it changed.")] = None,
+    params: Annotated[Optional[float], typer.Option("--params", help="Include the plan for this many non-embedding parameters (with --hardware).")] = None,
+    hardware: Annotated[Optional[str], typer.Option("--hardware", help="Hardware profile of the plan: flat, weight-streaming, gpu, latency, memory or a .toml/.json file.")] = None,
+    parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape.")] = "completep",
+    tolerance: Annotated[float, typer.Option(help="Band: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when the shape laws must be (re)fitted (seeded).")] = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the HTML report: loss vs N:L, frontiers, FLOP savings, LR transfer, coordinate checks, plan, runs."""
+    from planner.db import RunDB
+    from planner.hardware import load_profile
+    from planner.lawcache import load_laws
+    from planner.recommend import Target, recommend as plan_for
+
+    if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise CpPlanError(f"--tolerance {tolerance} must be a relative loss in [0, 1), e.g. 0.01 for 1%")
+    if bootstrap < 0:
+        raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
+    if (params is None) != (hardware is None):
+        raise CpPlanError("the plan table needs both --params and --hardware (e.g. --params 1.5e9 "
+                          "--hardware weight-streaming); give both or neither")
+    target = Target(n_params=params, parameterization=parameterization, tolerance=tolerance) if params is not None else None
+    profile = load_profile(hardware) if hardware is not None else None
+    rundb = RunDB(db, create=False)
+    notes: list[str] = []
+    try:
+        lawset = load_laws(db=db, laws_path=laws, bootstrap=bootstrap,
+                           on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
+        notes += lawset.notes
+    except CpPlanError as exc:
+        if laws is not None:  # an explicit laws file that cannot be read is the user's error
+            raise
+        lawset = None
+        notes.append(f"no shape laws: {exc}")
+    plan = None
+    if target is not None:
+        if lawset is None:
+            notes.append("no plan: it needs shape laws (see above)")
+        else:
+            try:
+                plan = plan_for(target, profile, lawset.laws, lawset.context, lawset.meta)
+            except CpPlanError as exc:
+                notes.append(f"no plan: {exc}")
+    from reports.build import build_report
+    from reports.page import sections_present, write_report
+
+    page = build_report(rundb, lawset, plan, tolerance=tolerance, notes=notes)
+    path = write_report(out, page)
+    present = sections_present(page)
+    if json_out:
+        _emit_json({"out": str(path), "bytes": len(page.encode()), "sections": present, "notes": notes})
+        return
+    for note in notes:
+        typer.echo(f"cp-plan: note: {note}", err=True)
+    shown = [k for k, v in present.items() if v]
+    missing = [k for k, v in present.items() if not v]
+    typer.echo(f"wrote {path} ({len(page.encode()) / 1e6:.1f} MB, opens offline): "
+               f"{', '.join(shown) or 'no sections with data'}"
+               + (f"; no data yet for {', '.join(missing)}" if missing else ""))
+
+
+@app.command()
 def reproduce(
     scale: Annotated[str, typer.Option("--scale", help="tiny (minutes), cpu (the shipped database, ~2 h on 2 cores) or gpu.")] = "cpu",
     workers: WorkersOpt = 2,
     only: Annotated[Optional[str], typer.Option("--only", help="Comma list of steps: shape,lr,coord (the base-LR scan always runs).")] = None,
     report_dir: Annotated[str, typer.Option("--report-dir", help="Where the HTML report and markdown summary go.")] = "reports",
+    report_only: Annotated[bool, typer.Option("--report-only", help="Train nothing; refit the laws and rewrite the report and summary.")] = False,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -683,12 +862,62 @@ def reproduce(
     steps = tuple(s.strip() for s in only.split(",")) if only else None
     if steps and not set(steps) <= {"shape", "lr", "coord"}:
         raise CpPlanError(f"--only {only!r}: steps are shape, lr, coord")
-    summary = run_reproduction(get_scale(scale), RunDB(db), workers, steps,
-                               log=lambda m: typer.echo(m, err=True))
+    rundb = RunDB(db)
+    summary = {}
+    if not report_only:
+        summary = run_reproduction(get_scale(scale), rundb, workers, steps,
+                                   log=lambda m: typer.echo(m, err=True))
+    summary["written"] = _write_reproduction_reports(rundb, db, Path(report_dir))
     if json_out:
         _emit_json(summary)
     else:
-        typer.echo(f"reproduction at scale {scale} done: η_base = {summary['base_lr']:g}")
+        if "base_lr" in summary:
+            typer.echo(f"reproduction at scale {scale} done: η_base = {summary['base_lr']:g}")
+        typer.echo("wrote " + ", ".join(summary["written"]))
+
+
+def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list[str]:
+    """Fit (or load cached) shape laws, plan 1.5B for weight-streaming and latency, and write
+    the HTML report and the markdown summary side by side."""
+    from planner.lawcache import load_laws
+    from planner.recommend import Target, recommend as plan_for
+    from reports.build import build_report
+    from reports.page import write_report
+    from reports.summary import build_summary
+
+    notes: list[str] = []
+    try:
+        lawset = load_laws(db=db, on_fit=lambda m: typer.echo(m, err=True))
+    except CpPlanError as exc:
+        lawset, notes = None, [f"no shape laws: {exc}"]
+    plans = {}
+    if lawset is not None:
+        for hw in ("weight-streaming", "latency"):
+            try:
+                plans[hw] = plan_for(Target(n_params=1.5e9), hw, lawset.laws, lawset.context, lawset.meta)
+            except CpPlanError as exc:
+                notes.append(f"no {hw} plan: {exc}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html = write_report(out_dir / "reproduction.html",
+                        build_report(rundb, lawset, plans.get("weight-streaming"), notes=notes))
+    text = build_summary(rundb, lawset)
+    if plans:
+        text += "\n## Plans at 1.5B non-embedding parameters from these runs\n\n"
+        for hw, plan in plans.items():
+            d = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
+            sv = d.get("savings", {}) or {}
+            parts = []
+            for k, v in sv.items():
+                if isinstance(v, dict) and v.get("fraction") is not None:
+                    parts.append(f"{k}: {100 * v['fraction']:.1f}% [{100 * v.get('low', float('nan')):.1f}, "
+                                 f"{100 * v.get('high', float('nan')):.1f}]")
+            text += (f"- `{hw}`: N = {d.get('n_embd')}, L = {d.get('n_layer')}, N:L = {d.get('ratio', float('nan')):.3g}, "
+                     f"predicted loss {d.get('predicted_loss', float('nan')):.4g}; savings {'; '.join(parts) or '—'}\n")
+    md = out_dir / "REPRODUCTION.md"
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(md)
+    return [str(html), str(md)]
 
 
 

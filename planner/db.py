@@ -12,6 +12,19 @@ in one ``BEGIN IMMEDIATE`` transaction, which takes the write lock up front so t
 never deadlock upgrading a read lock. WAL needs a local disk: do not put the file on
 NFS/Lustre/GPFS; use PostgreSQL to share across machines.
 
+Schema versions: ``schema_version`` (in ``meta``) changes only for incompatible changes, and an
+older cp-plan refuses a newer one; ``schema_revision`` counts additive changes (new nullable
+columns, indexes) that an older cp-plan reads and writes safely, so a database shared by old and
+new versions keeps working. Opening for writing applies missing revisions in one transaction;
+opening for reading never changes the file (columns a revision adds read as missing).
+
+Sweep workers claim runs through the database (:meth:`RunDB.enqueue`, :meth:`RunDB.claim`):
+a claim is one write transaction that moves a ``pending`` run (or a ``running`` one whose
+worker's lease expired, or whose worker process on this host is gone) to ``running`` under a
+lease (``worker``, ``lease_expires_at``), so two workers never train the same run; the worker
+renews the lease while it trains, and its writes are fenced by it (:class:`LeaseLost`).
+Lease times are the workers' UTC clocks: keep them in sync (NTP) when workers share a database.
+
 The default database is ``<project>/data/runs/runs.sqlite`` (the directory that holds the
 ``planner`` package), or ``$CP_PLAN_DB`` when set. Opening a new SQLite file for writing
 creates its parent directories; opening for reading only (``create=False``) refuses a missing
@@ -25,9 +38,10 @@ import json
 import math
 import os
 import socket
+import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -61,9 +75,15 @@ from planner.tableio import (
 )
 
 __all__ = ["RunDB", "default_db_url", "CANONICAL_COLUMNS", "EXTRA_COLUMNS", "RUN_COLUMNS", "STATUSES",
-           "SCHEMA_VERSION", "DEFAULT_DB_PATH"]
+           "SCHEMA_VERSION", "SCHEMA_REVISION", "DEFAULT_DB_PATH", "LeaseLost", "local_worker_id"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # incompatible changes only: an older cp-plan refuses a newer version
+SCHEMA_REVISION = 2  # additive changes an older cp-plan ignores safely (see _REVISIONS)
+DEFAULT_LEASE_S = 300.0  # a claimed run is re-claimable this long after its worker's last renewal
+DEFAULT_MAX_ATTEMPTS = 2  # claims per run and sweep: a failed or abandoned run is retried once
+# A 'running' row without a lease (cp-plan train, or an older cp-plan's sweep) writes its progress
+# every few seconds; one silent this long, or whose process on this host is gone, is abandoned.
+NO_LEASE_STALE_S = 3600.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB_PATH = PROJECT_ROOT / "data" / "runs" / "runs.sqlite"
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -96,6 +116,7 @@ runs_table = sa.Table(
     sa.Index("runs_config_hash", "config_hash"),
     sa.Index("runs_status", "status"),
     sa.Index("runs_seq", "seq"),
+    sa.Index("runs_sweep_id", "sweep_id"),  # revision 2
 )
 curves_table = sa.Table(
     "curves", metadata,
@@ -114,6 +135,68 @@ coord_table = sa.Table(
 
 # Upgrades from version v to v + 1, run in one transaction on first open of an older database.
 _MIGRATIONS: dict[int, Any] = {}
+
+
+def _revision_2(conn: sa.Connection) -> None:
+    """runs.attempts (claims of the run by sweep workers) and an index on runs.sweep_id."""
+    if "attempts" not in {c["name"] for c in sa.inspect(conn).get_columns("runs")}:
+        conn.execute(sa.text("ALTER TABLE runs ADD COLUMN attempts BIGINT"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS runs_sweep_id ON runs (sweep_id)"))
+
+
+# Additive upgrades from revision r - 1 to r: new nullable columns and indexes only, so that an
+# older cp-plan (which names its columns in every statement) keeps working on the database.
+_REVISIONS: dict[int, Any] = {2: _revision_2}
+
+
+class LeaseLost(CpPlanError):
+    """A fenced write by a worker that no longer holds the run's lease (another worker took it)."""
+
+
+def local_worker_id() -> str:
+    """``host:pid`` of this process: the ``worker`` recorded with the runs it writes or claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _local_worker_gone(worker: str | None) -> bool:
+    """Whether ``worker`` (host:pid) is a process on this host that no longer exists (or is a
+    zombie). Another host's worker, or an unparsable one, is never known to be gone."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _iso_in(seconds: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def _is_stale(status: str, worker: str | None, lease: str | None, updated_at: str | None, now: str) -> bool:
+    """A 'running' row nobody is training any more: its lease expired, its local process is gone,
+    or (no lease) it has been silent for NO_LEASE_STALE_S."""
+    if status != "running":
+        return False
+    if _local_worker_gone(worker):
+        return True
+    if lease is not None:
+        return lease < now
+    cutoff = (datetime.fromisoformat(now) - timedelta(seconds=NO_LEASE_STALE_S)).isoformat(timespec="microseconds")
+    return (updated_at or "") < cutoff
+
+
+def _advisory_key(text: str) -> int:
+    """A signed 64-bit key for pg_advisory_xact_lock derived from ``text``."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 
 
 def default_db_url() -> str:
@@ -268,35 +351,41 @@ class RunDB:
             raise CpPlanError(f"run database {self.display}: {msg}; {hint}") from None
 
     def _ensure_schema(self, create: bool) -> int:
-        def read_version(conn) -> int | None:
+        def read_meta(conn) -> tuple[int | None, int]:
             if not sa.inspect(conn).has_table("meta"):
-                return None
-            v = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
-            return int(v) if v is not None else None
+                return None, 0
+            rows = dict(conn.execute(sa.select(meta_table.c.key, meta_table.c.value)
+                                     .where(meta_table.c.key.in_(("schema_version", "schema_revision")))).all())
+            if rows.get("schema_version") is None:
+                return None, 0
+            return int(rows["schema_version"]), int(rows.get("schema_revision") or 1)
 
         with self._tx() as conn:
-            version = read_version(conn)
+            version, revision = read_meta(conn)
         if version is None and not create:
             raise CpPlanError(f"{self.display} holds no cp-plan run database (no schema); train or import "
                               "runs first, or point --db at the right database")
         if version is not None and version > SCHEMA_VERSION:
             raise CpPlanError(f"{self.display} has run-database schema v{version}, newer than this cp-plan's "
                               f"v{SCHEMA_VERSION}; upgrade cp-plan")
-        if version == SCHEMA_VERSION:
+        if version == SCHEMA_VERSION and (revision >= SCHEMA_REVISION or not create):
+            self.schema_revision = revision
+            self._run_cols = self._read_run_columns() if revision < SCHEMA_REVISION else set(RUN_COLUMNS)
             return version
         with self._tx(write=True) as conn:
             if self.backend == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
-            version = read_version(conn)  # another process may have created it meanwhile
+            version, revision = read_meta(conn)  # another process may have created it meanwhile
             if version is None:
                 metadata.create_all(conn)
                 now = _now()
                 conn.execute(sa.insert(meta_table), [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "schema_revision", "value": str(SCHEMA_REVISION)},
                     {"key": "db_id", "value": uuid.uuid4().hex},
                     {"key": "created_at", "value": now},
                 ])
-                version = SCHEMA_VERSION
+                version, revision = SCHEMA_VERSION, SCHEMA_REVISION
             while version < SCHEMA_VERSION:
                 if version not in _MIGRATIONS:
                     raise CpPlanError(f"{self.display}: no migration from schema v{version}; "
@@ -305,7 +394,41 @@ class RunDB:
                 version += 1
                 conn.execute(sa.update(meta_table).where(meta_table.c.key == "schema_version")
                              .values(value=str(version)))
+            if revision < SCHEMA_REVISION:
+                for r in range(revision + 1, SCHEMA_REVISION + 1):
+                    _REVISIONS[r](conn)
+                if conn.execute(sa.select(meta_table.c.key).where(meta_table.c.key == "schema_revision")).first():
+                    conn.execute(sa.update(meta_table).where(meta_table.c.key == "schema_revision")
+                                 .values(value=str(SCHEMA_REVISION)))
+                else:
+                    conn.execute(sa.insert(meta_table).values(key="schema_revision", value=str(SCHEMA_REVISION)))
+                revision = SCHEMA_REVISION
+        self.schema_revision = revision
+        self._run_cols = set(RUN_COLUMNS)
         return version
+
+    def _read_run_columns(self) -> set[str]:
+        with self._tx() as conn:
+            return {c["name"] for c in sa.inspect(conn).get_columns("runs")} & set(RUN_COLUMNS)
+
+    def _runs_select(self) -> sa.Select:
+        """SELECT of every runs column this database has (an older revision opened read-only
+        lacks the newer columns; they read as missing)."""
+        if len(self._run_cols) == len(RUN_COLUMNS):
+            return sa.select(runs_table)
+        return sa.select(*[c for c in runs_table.c if c.name in self._run_cols or c.name in ("rev", "seq", "extra_json")])
+
+    def _need_revision(self, what: str) -> None:
+        if self.schema_revision < SCHEMA_REVISION:
+            raise CpPlanError(f"{what}: {self.display} is at schema revision {self.schema_revision}, opened "
+                              f"read-only; open it for writing (e.g. cp-plan sweep) to upgrade it to {SCHEMA_REVISION}")
+
+    def worker_url(self) -> str:
+        """The database as another process opens it (``RunDB(db.worker_url())``): the SQLite
+        path or the full URL, password included; never print it."""
+        if self._memory:
+            raise CpPlanError("an in-memory run database cannot be shared with worker processes; use a file or a server")
+        return str(self.path) if self.path is not None else self.url.render_as_string(hide_password=False)
 
     def close(self) -> None:
         if self._engine is not None:
@@ -323,78 +446,104 @@ class RunDB:
 
     # ------------------------------------------------------------ writing runs
 
+    def _new_run_row(self, config: dict, config_hash: str, fields: dict, what: str) -> dict:
+        """A runs row for a new run: shape and HP columns from ``config`` unless in ``fields``."""
+        if not isinstance(config, dict):
+            raise CpPlanError(f"{what}: config must be a dict (e.g. dataclasses.asdict(cfg)), not {type(config).__name__}")
+        if not isinstance(config_hash, str) or not config_hash:
+            raise CpPlanError(f"{what}: config_hash must be a non-empty string, not {config_hash!r}")
+        try:
+            config_json = json.dumps(config, sort_keys=True, default=str, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise CpPlanError(f"{what}: the config cannot be stored as JSON: {exc}") from None
+        for reserved in ("config_json", "config_hash", "created_at", "updated_at"):
+            if reserved in fields:
+                raise CpPlanError(f"{what}: {reserved!r} is set by the database, not a field")
+        row = {k: config[k] for k in CONFIG_COLUMNS if config.get(k) is not None}
+        row.update(fields)
+        row = _coerce_fields(row, RUN_COLUMN_KINDS, what)
+        missing = [k for k, v in row.items() if k not in self._run_cols and v is not None]
+        if missing:
+            self._need_revision(what)
+        now = _now()
+        row.update(run_id=row.get("run_id") or uuid.uuid4().hex[:12], config_hash=config_hash,
+                   config_json=config_json, created_at=now, updated_at=now, rev=0,
+                   seq=_next_seq().scalar_subquery(), source=row.get("source") or TRAINED_SOURCE)
+        return row
+
     def start_run(self, config: dict, config_hash: str, **fields) -> str:
         """Insert a run with status 'running' and return its run_id (uuid4 hex[:12] unless
         ``run_id`` is passed). Shape and HP columns not in ``fields`` come from ``config``;
         the whole config is stored as JSON."""
-        if not isinstance(config, dict):
-            raise CpPlanError(f"start_run: config must be a dict (e.g. dataclasses.asdict(cfg)), not {type(config).__name__}")
-        if not isinstance(config_hash, str) or not config_hash:
-            raise CpPlanError(f"start_run: config_hash must be a non-empty string, not {config_hash!r}")
-        try:
-            config_json = json.dumps(config, sort_keys=True, default=str)
-        except (TypeError, ValueError) as exc:
-            raise CpPlanError(f"start_run: the config cannot be stored as JSON: {exc}") from None
-        for reserved in ("config_json", "config_hash", "created_at", "updated_at"):
-            if reserved in fields:
-                raise CpPlanError(f"start_run: {reserved!r} is set by the database, not a field")
-        row = {k: config[k] for k in CONFIG_COLUMNS if config.get(k) is not None}
-        row.update(fields)
-        row = _coerce_fields(row, RUN_COLUMN_KINDS, "start_run")
+        row = self._new_run_row(config, config_hash, fields, "start_run")
         status = row.get("status") or "running"
         if status not in ("running", "pending"):
             raise CpPlanError(f"start_run: status {status!r}; a new run is 'running' (or 'pending'); "
                               "use finish_run to end it")
-        now = _now()
-        run_id = row.get("run_id") or uuid.uuid4().hex[:12]
-        row.update(run_id=run_id, status=status, config_hash=config_hash, config_json=config_json,
-                   created_at=now, updated_at=now, rev=0, seq=_next_seq().scalar_subquery(),
-                   source=row.get("source") or TRAINED_SOURCE,
-                   worker=row.get("worker") or f"{socket.gethostname()}:{os.getpid()}")
+        row.update(status=status, worker=row.get("worker") or local_worker_id())
         try:
             with self._tx(write=True) as conn:
                 conn.execute(sa.insert(runs_table).values(**row))
         except sa.exc.IntegrityError:
-            raise CpPlanError(f"start_run: run_id {run_id!r} already exists in {self.display}; "
+            raise CpPlanError(f"start_run: run_id {row['run_id']!r} already exists in {self.display}; "
                               "omit run_id to get a fresh one") from None
-        return run_id
+        return row["run_id"]
 
-    def _update(self, run_id: str, values: dict, what: str, require_loss: bool = False) -> None:
+    def _check_holder(self, conn, run_id: str, holder: str | None, what: str) -> None:
+        """Fencing: with ``holder``, the run must be 'running' under that worker's lease."""
+        if holder is None:
+            return
+        cur = conn.execute(sa.select(runs_table.c.status, runs_table.c.worker)
+                           .where(runs_table.c.run_id == run_id)).first()
+        if cur is None or cur.status != "running" or cur.worker != holder:
+            state = "is gone" if cur is None else f"is {cur.status!r} under worker {cur.worker!r}"
+            raise LeaseLost(f"{what}: worker {holder} lost its claim on run {run_id!r} (the run {state}); "
+                            "its lease expired while it was silent, and another worker may have taken the run")
+
+    def _update(self, run_id: str, values: dict, what: str, require_loss: bool = False,
+                holder: str | None = None) -> None:
         values = dict(values, updated_at=_now(), rev=runs_table.c.rev + 1)
         with self._tx(write=True) as conn:
             current = conn.execute(sa.select(runs_table.c.loss).where(runs_table.c.run_id == run_id)).first()
             if current is None:
                 raise CpPlanError(f"{what}: no run {run_id!r} in {self.display}; `cp-plan runs list` shows the ids")
+            self._check_holder(conn, run_id, holder, what)
             loss = values.get("loss", current.loss)
             if require_loss and (loss is None or not math.isfinite(loss)):
                 raise CpPlanError(f"{what}: run {run_id!r} cannot be 'done' without a finite final loss; "
                                   "pass loss=..., or finish it as 'diverged' or 'failed' with a reason")
             conn.execute(sa.update(runs_table).where(runs_table.c.run_id == run_id).values(**values))
 
-    def finish_run(self, run_id: str, status: str, **fields) -> None:
-        """End a run as 'done' (needs a finite ``loss``), 'diverged' or 'failed' (pass ``reason``)."""
+    def finish_run(self, run_id: str, status: str, *, lease_holder: str | None = None, **fields) -> None:
+        """End a run as 'done' (needs a finite ``loss``), 'diverged' or 'failed' (pass ``reason``).
+
+        ``lease_holder`` (a claimed run's worker) fences the write: it raises :class:`LeaseLost`
+        unless that worker still holds the run. A finished run holds no lease."""
         if status not in FINISHED_STATUSES:
             raise CpPlanError(f"finish_run: status {status!r} is not one of {', '.join(FINISHED_STATUSES)}")
         values = _coerce_fields(fields, RUN_COLUMN_KINDS, "finish_run")
         if "run_id" in values:
             raise CpPlanError("finish_run: run_id cannot change")
         values["status"] = status
-        self._update(run_id, values, "finish_run", require_loss=status == "done")
+        values["lease_expires_at"] = None
+        self._update(run_id, values, "finish_run", require_loss=status == "done", holder=lease_holder)
 
-    def update_run(self, run_id: str, **fields) -> None:
-        """Change fields of a run (progress: ``step``; ``wall_s``; ...)."""
+    def update_run(self, run_id: str, *, lease_holder: str | None = None, **fields) -> None:
+        """Change fields of a run (progress: ``step``; ``wall_s``; ...); ``lease_holder`` fences
+        the write as in :meth:`finish_run`."""
         values = _coerce_fields(fields, RUN_COLUMN_KINDS, "update_run")
         for fixed in ("run_id", "created_at"):
             if fixed in values:
                 raise CpPlanError(f"update_run: {fixed} cannot change")
         if "status" in values and values["status"] not in STATUSES:
             raise CpPlanError(f"update_run: status {values['status']!r} is not one of {', '.join(STATUSES)}")
-        self._update(run_id, values, "update_run", require_loss=values.get("status") == "done")
+        self._update(run_id, values, "update_run", require_loss=values.get("status") == "done",
+                     holder=lease_holder)
 
-    def add_curve(self, run_id: str, rows: list[dict]) -> None:
+    def add_curve(self, run_id: str, rows: list[dict], *, lease_holder: str | None = None) -> None:
         """Append loss-curve points (dicts with ``step`` and any of n_tokens, train_loss,
         val_loss, lr, tokens_per_s, wall_s, grad_norm). A step already stored is replaced, so a
-        resumed run can re-log the steps after its checkpoint."""
+        resumed run can re-log the steps after its checkpoint. ``lease_holder`` fences the write."""
         by_step: dict[int, dict] = {}
         for r in rows:
             if not isinstance(r, dict):
@@ -408,12 +557,163 @@ class RunDB:
         steps = list(by_step)
         try:
             with self._tx(write=True) as conn:
+                self._check_holder(conn, run_id, lease_holder, "add_curve")
                 for i in range(0, len(steps), 500):
                     conn.execute(sa.delete(curves_table).where(curves_table.c.run_id == run_id,
                                                                curves_table.c.step.in_(steps[i:i + 500])))
                 conn.execute(sa.insert(curves_table), list(by_step.values()))
         except sa.exc.IntegrityError:
             raise CpPlanError(f"add_curve: no run {run_id!r} in {self.display}; start_run first") from None
+
+    # ------------------------------------------------------------ sweep queue: enqueue, claim, lease
+
+    def _scope(self, config_hashes=None, sweep_id: str | None = None):
+        if (config_hashes is None) == (sweep_id is None):
+            raise CpPlanError("claim: give exactly one of config_hashes (a sweep's configs) or sweep_id")
+        if sweep_id is not None:
+            return runs_table.c.sweep_id == str(sweep_id)
+        hashes = sorted({str(h) for h in config_hashes})
+        if not hashes:
+            return sa.false()
+        return runs_table.c.config_hash.in_(hashes)
+
+    def enqueue(self, config: dict, config_hash: str, **fields) -> tuple[str, str]:
+        """Put one sweep config in the queue; returns ``(run_id, state)``, in one transaction:
+
+        - ``'skipped'``: a 'done' or 'diverged' run of this config exists (run_id is it);
+        - ``'held'``: a live worker is training it (a 'running' row whose lease holds);
+        - ``'queued'``: run_id is now 'pending': the newest unfinished row of the config (a
+          'failed' run, or an abandoned 'running' one, so it resumes from its checkpoint), with
+          its attempts reset, or else a new row.
+        """
+        self._need_revision("enqueue")
+        new_row = self._new_run_row(config, config_hash, fields, "enqueue")
+        new_row.update(status="pending", worker=None, lease_expires_at=None, attempts=0)
+        with self._tx(write=True) as conn:
+            if self.backend == "postgresql":  # serialize enqueues of one config across processes
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key(config_hash)})
+            now = _now()
+            rows = conn.execute(
+                sa.select(runs_table.c.run_id, runs_table.c.status, runs_table.c.worker,
+                          runs_table.c.lease_expires_at, runs_table.c.updated_at)
+                .where(runs_table.c.config_hash == config_hash)
+                .order_by(runs_table.c.seq.desc(), runs_table.c.run_id.desc())).all()
+            for r in rows:
+                if r.status in ("done", "diverged"):
+                    return r.run_id, "skipped"
+            for r in rows:
+                if r.status == "running" and not _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now):
+                    return r.run_id, "held"
+            for r in rows:
+                if r.status in ("pending", "failed", "running"):
+                    conn.execute(sa.update(runs_table).where(runs_table.c.run_id == r.run_id).values(
+                        status="pending", worker=None, lease_expires_at=None, attempts=0,
+                        sweep=new_row.get("sweep"), sweep_id=new_row.get("sweep_id"),
+                        updated_at=now, rev=runs_table.c.rev + 1))
+                    return r.run_id, "queued"
+            conn.execute(sa.insert(runs_table).values(**new_row))
+            return new_row["run_id"], "queued"
+
+    def claim(self, worker: str, lease_s: float = DEFAULT_LEASE_S, *, config_hashes=None,
+              sweep_id: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> dict | None:
+        """Claim one run of a sweep for ``worker`` (host:pid), or return None if none is free.
+
+        One write transaction picks, in queue order, a run whose config has no 'done'/'diverged'
+        run and no live 'running' row, that is 'pending', or 'failed' after fewer than
+        ``max_attempts`` claims (retry), or 'running' but abandoned (lease expired, or its process
+        on this host gone); marks it 'running' under ``worker`` until now + ``lease_s``, and
+        counts the attempt. An abandoned run that used up its attempts is marked 'failed' instead.
+        Returns the run (``get_run``'s dict). Scope: ``config_hashes`` or ``sweep_id``.
+        """
+        self._need_revision("claim")
+        if not isinstance(worker, str) or not worker:
+            raise CpPlanError(f"claim: worker must be a non-empty id (host:pid), not {worker!r}")
+        if not (isinstance(lease_s, (int, float)) and math.isfinite(lease_s) and lease_s > 0):
+            raise CpPlanError(f"claim: lease_s={lease_s!r} must be a positive number of seconds, e.g. 300")
+        if not (isinstance(max_attempts, int) and max_attempts >= 1):
+            raise CpPlanError(f"claim: max_attempts={max_attempts!r} must be an integer >= 1")
+        scope = self._scope(config_hashes, sweep_id)
+        c = runs_table.c
+        for attempt in range(50):
+            with self._tx(write=True) as conn:
+                now = _now()
+                finished = set(conn.execute(sa.select(c.config_hash).where(
+                    scope, c.status.in_(("done", "diverged")))).scalars())
+                rows = conn.execute(sa.select(c.run_id, c.status, c.worker, c.lease_expires_at, c.updated_at,
+                                              c.attempts, c.config_hash)
+                                    .where(scope, c.status.in_(("pending", "running", "failed")))
+                                    .order_by(c.seq, c.run_id)).all()
+                stale = {r.run_id for r in rows if _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now)}
+                busy = {r.config_hash for r in rows if r.status == "running" and r.run_id not in stale}
+                chosen = None
+                for r in rows:
+                    tries = r.attempts or 0
+                    if r.config_hash in finished or r.config_hash in busy:
+                        continue
+                    if r.status == "running" and tries >= max_attempts:
+                        conn.execute(sa.update(runs_table).where(
+                            c.run_id == r.run_id, c.status == "running", c.worker == r.worker).values(
+                            status="failed", lease_expires_at=None, updated_at=now, rev=c.rev + 1,
+                            reason=f"abandoned by worker {r.worker} (lease expired or process gone) on "
+                                   f"attempt {tries} of {max_attempts}; not retried again"))
+                        continue
+                    if (r.status == "pending" or (r.status == "failed" and 0 < tries < max_attempts)
+                            or r.run_id in stale):
+                        chosen = r
+                        break
+                if chosen is None:
+                    return None
+                res = conn.execute(sa.update(runs_table).where(
+                    c.run_id == chosen.run_id, c.status == chosen.status,
+                    c.worker.is_not_distinct_from(chosen.worker),
+                    c.lease_expires_at.is_not_distinct_from(chosen.lease_expires_at)).values(
+                    status="running", worker=worker, lease_expires_at=_iso_in(lease_s),
+                    attempts=(chosen.attempts or 0) + 1, updated_at=now, rev=c.rev + 1))
+                won = res.rowcount == 1
+            if won:
+                return self.get_run(chosen.run_id)
+            time.sleep(0.01 * (1 + attempt % 5))  # PostgreSQL: another worker took it first; look again
+        raise CpPlanError(f"claim: gave up after 50 conflicting attempts in {self.display}; retry")
+
+    def renew(self, run_id: str, worker: str, lease_s: float = DEFAULT_LEASE_S) -> bool:
+        """Extend ``worker``'s lease on a claimed run to now + ``lease_s``; False when the worker
+        no longer holds it (then it must stop training it). Not a change to the run's data: the
+        fingerprint stays the same."""
+        with self._tx(write=True) as conn:
+            res = conn.execute(sa.update(runs_table).where(
+                runs_table.c.run_id == run_id, runs_table.c.worker == worker, runs_table.c.status == "running")
+                .values(lease_expires_at=_iso_in(lease_s)))
+            return res.rowcount == 1
+
+    def queue_status(self, *, config_hashes=None, sweep_id: str | None = None,
+                     max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> dict[str, dict]:
+        """Where each config of a sweep stands, by config hash: ``state`` is 'done', 'diverged',
+        'running' (a live worker has it), 'pending' (claimable now or after a lease expires) or
+        'failed' (attempts used up), with the run_id, loss and reason of the deciding row."""
+        scope = self._scope(config_hashes, sweep_id)
+        c = runs_table.c
+        with self._tx() as conn:
+            now = _now()
+            rows = conn.execute(sa.select(c.run_id, c.status, c.worker, c.lease_expires_at, c.updated_at,
+                                          c.attempts, c.config_hash, c.loss, c.reason)
+                                .where(scope).order_by(c.seq.desc(), c.run_id.desc())).all()
+        rank = {"done": 0, "diverged": 1, "running": 2, "pending": 3, "failed": 4}
+        out: dict[str, dict] = {}
+        for r in rows:
+            tries = r.attempts or 0
+            if r.status == "running":
+                state = "pending" if _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now) else "running"
+                if state == "pending" and tries >= max_attempts:
+                    state = "failed"
+            elif r.status == "failed":
+                state = "pending" if 0 < tries < max_attempts else "failed"
+            else:
+                state = r.status
+            prev = out.get(r.config_hash)
+            if prev is None or rank[state] < rank[prev["state"]]:
+                out[r.config_hash] = {"state": state, "run_id": r.run_id, "loss": r.loss, "reason": r.reason,
+                                      "attempts": tries}
+        return out
 
     def add_coord_rows(self, rows: list[dict]) -> None:
         """Store coordinate-check rows (one per parameterization, shape and step)."""
@@ -441,6 +741,11 @@ class RunDB:
     def import_plan(self, plan: ImportPlan) -> int:
         """Insert validated rows in one transaction; any run_id already present refuses all."""
         rows = [{**dict.fromkeys(RUN_COLUMNS), "extra_json": None, **r, "rev": 0} for r in plan.rows]
+        missing = set(RUN_COLUMNS) - self._run_cols
+        if missing:
+            if any(r.get(c) is not None for r in rows for c in missing):
+                self._need_revision("import")
+            rows = [{k: v for k, v in r.items() if k not in missing} for r in rows]
         now = _now()
         for r in rows:
             r["created_at"] = r["created_at"] or now
@@ -482,7 +787,7 @@ class RunDB:
         float64 with NaN when some runs lack them. ``where`` maps a column to a value (strings
         are parsed for numeric columns), a list of values, or None (missing);
         ``statuses=None`` returns every status."""
-        q = sa.select(runs_table)
+        q = self._runs_select()
         if statuses is not None:
             statuses = (statuses,) if isinstance(statuses, str) else tuple(statuses)
             unknown = [s for s in statuses if s not in STATUSES]
@@ -534,11 +839,11 @@ class RunDB:
         config_json, or None). A unique prefix of the run_id is enough."""
         with self._tx() as conn:
             rid = self._resolve_id(conn, run_id)
-            row = dict(conn.execute(sa.select(runs_table).where(runs_table.c.run_id == rid)).mappings().one())
+            row = dict(conn.execute(self._runs_select().where(runs_table.c.run_id == rid)).mappings().one())
         row.pop("rev")
         row.pop("seq")
         extra = json.loads(row.pop("extra_json") or "{}")
-        out = {c: row[c] for c in RUN_COLUMNS}
+        out = {c: row.get(c) for c in RUN_COLUMNS}
         out.update(extra)
         out["config"] = json.loads(row["config_json"]) if row["config_json"] else None
         return out

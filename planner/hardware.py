@@ -51,7 +51,7 @@ class HardwareProfile:
     objective: str  # one of OBJECTIVES: how feasible shapes are ranked
     description: str = ""
     d_head: int = 64  # head size; n_head = n_embd / d_head
-    width_multiple: int = 64  # n_embd must be a multiple of this (and of d_head·tensor_parallel)
+    width_multiple: int | None = None  # n_embd must be a multiple of this (None: of d_head) and of d_head·tensor_parallel
     max_layer: int | None = None  # deepest shape allowed (None: no limit)
     max_layer_bytes: float | None = None  # cap on one block's weight bytes (None: no cap)
     bytes_per_param: float = 2.0  # weight storage (bf16)
@@ -80,6 +80,8 @@ class HardwareProfile:
         for key in ("d_head", "width_multiple", "tensor_parallel", "pipeline_stages",
                     "microbatches", "microbatch_tokens", "context_tokens"):
             value = getattr(self, key)
+            if key == "width_multiple" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise CpPlanError(
                     f"hardware profile {self.name!r}: {key}={value!r} must be a positive integer"
@@ -112,9 +114,9 @@ class HardwareProfile:
 
     @property
     def width_step(self) -> int:
-        """Granularity of n_embd: lcm of width_multiple and d_head·tensor_parallel (whole heads
-        on every tensor-parallel rank)."""
-        return math.lcm(self.width_multiple, self.d_head * self.tensor_parallel)
+        """Granularity of n_embd: lcm of width_multiple (default d_head) and d_head·tensor_parallel
+        (whole heads on every tensor-parallel rank)."""
+        return math.lcm(self.width_multiple or self.d_head, self.d_head * self.tensor_parallel)
 
     @property
     def depth_step(self) -> int:

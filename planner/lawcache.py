@@ -146,6 +146,7 @@ def _write_cache(path: Path, data: dict) -> str | None:
         fd, tmp = tempfile.mkstemp(prefix=".laws-", suffix=".json", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(_plain(data), fh, indent=1, allow_nan=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is as shareable as the database
         os.replace(tmp, path)
         return None
     except (OSError, ValueError) as exc:
@@ -244,7 +245,8 @@ def _load_laws_file(path: Path) -> LawSet:
 def _from_fit_output(data: dict, path: Path) -> LawSet:
     entries = data.get("laws") if isinstance(data.get("laws"), dict) else None
     if entries is None:
-        name = (data.get("meta") or {}).get("parameterization") or "completep"
+        meta = data.get("meta") or {}
+        name = meta.get("group") or meta.get("parameterization") or "completep"
         entries = {name: data}
     shape = {k: v for k, v in entries.items()
              if isinstance(v, dict) and (v.get("law") in (None, "shape")

@@ -38,7 +38,7 @@ import numpy as np
 from planner.errors import CpPlanError
 from planner.hardware import HardwareProfile, load_profile
 from planner.rules import BaseHParams, parse_parameterization, resolve_shape
-from planner.savings import continuous_shape, family_flops, flop_savings
+from planner.savings import family_flops, flop_savings
 from planner.shapes import FLOP_CONVENTION, Shape, make_shape, training_flops
 
 DEFAULT_VOCAB_SIZE = 50257  # GPT-2 BPE, the tokenizer of the paper's runs; FLOPs only (6NV)
@@ -71,7 +71,8 @@ class Target:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 flag = "--params" if name == "n_params" else "--flops"
-                raise CpPlanError(f"{flag} {value!r} must be a positive number, e.g. {flag} "
+                shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
+                raise CpPlanError(f"{flag} {shown} must be a positive number, e.g. {flag} "
                                   f"{'1.5e9' if name == 'n_params' else '3e20'}")
         if not (isinstance(self.tokens_per_param, (int, float)) and math.isfinite(self.tokens_per_param)
                 and self.tokens_per_param > 0):
@@ -88,7 +89,7 @@ class Target:
                 raise CpPlanError(f"{flag} {value!r} must be a positive integer")
         if self.d_head is not None and (not isinstance(self.d_head, int) or self.d_head < 1):
             raise CpPlanError(f"--d-head {self.d_head!r} must be a positive integer, e.g. 64")
-        parse_parameterization(self.parameterization)  # unknown names fail here
+        _parse_key(self.parameterization)  # unknown names fail here
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,22 @@ class Plan:
 
 
 # ---------------------------------------------------------------------- law helpers
+
+
+def _parse_key(name: str) -> tuple[str, float | None]:
+    """A parameterization as the laws key it: a preset name, or ``depth-alpha:<α>``."""
+    base, _, alpha = str(name).partition(":")
+    try:
+        return parse_parameterization(base, float(alpha) if alpha else None)
+    except ValueError:
+        raise CpPlanError(f"parameterization {name!r}: α {alpha!r} is not a number; use e.g. "
+                          "depth-alpha:0.75") from None
+
+
+def law_key_for(name: str) -> str:
+    """The laws key of a parameterization name (as planner.lawcache.law_key)."""
+    canon, alpha = _parse_key(name)
+    return f"depth-alpha:{alpha:g}" if canon == "depth-alpha" else canon
 
 
 def _predict(law, n_params, n_tokens, ratio):
@@ -216,9 +233,13 @@ class _Candidate:
     refusals: tuple  # why the shape cannot be used (empty: feasible)
 
 
-def candidate_shapes(n_params: float, hardware: HardwareProfile, d_head: int) -> list[Shape]:
-    """For every width on the hardware's grid, the depth on its grid nearest ``n_params``."""
-    step = math.lcm(hardware.width_step, d_head)
+def candidate_shapes(n_params: float, hardware: HardwareProfile, d_head: int | None = None) -> list[Shape]:
+    """For every width on the hardware's grid (with head size ``d_head``, default the profile's),
+    the depth on its grid nearest ``n_params``."""
+    if d_head is not None and d_head != hardware.d_head:
+        hardware = _with_d_head(hardware, d_head)
+    d_head = hardware.d_head
+    step = hardware.width_step
     depth_step = hardware.depth_step
     out = []
     n_embd = step
@@ -240,13 +261,12 @@ def _refusals(shape: Shape, hardware: HardwareProfile, n_params: float, param_to
     out = list(hardware.violations(shape))
     off = shape.n_params / n_params - 1
     if abs(off) > param_tolerance:
-        why = f"n_params {shape.n_params:.3g} is {off:+.0%} off the target"
+        why = f"n_params {off:+.0%} off target"
         if hardware.depth_step > 1:
-            why += f" (depth must be a multiple of {hardware.depth_step})"
+            why += f" (depth multiple of {hardware.depth_step})"
         out.append(why)
     if trained is not None and not (trained[0] * (1 - 1e-9) <= shape.ratio <= trained[1] * (1 + 1e-9)):
-        out.append(f"N:L {shape.ratio:.3g} is outside the trained range "
-                   f"{trained[0]:.3g}–{trained[1]:.3g} (the law would extrapolate)")
+        out.append(f"N:L {shape.ratio:.3g} outside the trained {trained[0]:.3g}–{trained[1]:.3g}")
     return tuple(out)
 
 
@@ -277,20 +297,20 @@ def _lost_reason(c: _Candidate, pick: _Candidate, best_loss: float, tolerance: f
         return "; ".join(c.refusals)
     excess = c.loss_at_target / best_loss - 1
     if hw.uses_band and not in_band:
-        return f"outside the band: predicted loss {excess:+.2%} over the best (tolerance {tolerance:.2%})"
+        return f"outside the band ({excess:+.2%} > {tolerance:.2%})"
     if hw.objective == "deepest":
         if c.shape.n_layer < pick.shape.n_layer:
-            return f"shallower ({c.shape.n_layer} < {pick.shape.n_layer} layers): {hw.name} prefers depth inside the band"
-        return f"same depth, higher predicted loss ({excess:+.2%} over the best)"
+            return f"shallower ({c.shape.n_layer} < {pick.shape.n_layer} layers)"
+        return f"same depth, higher loss ({excess:+.2%})"
     if hw.objective == "step_time":
         t, t0 = hw.step_time_s(c.shape, vocab, seq_len), hw.step_time_s(pick.shape, vocab, seq_len)
-        return f"slower: estimated step time {t / t0 - 1:+.1%}" if t > t0 else \
-            f"higher predicted loss ({excess:+.2%} over the best) at equal step time"
+        return f"slower (est. step time {t / t0 - 1:+.1%})" if t > t0 else \
+            f"equal step time, higher loss ({excess:+.2%})"
     if hw.objective == "latency":
         t, t0 = hw.latency_s(c.shape, vocab), hw.latency_s(pick.shape, vocab)
-        return f"higher latency: {t / t0 - 1:+.1%} per token" if t > t0 else \
-            f"higher predicted loss ({excess:+.2%} over the best) at equal latency"
-    return f"higher predicted loss ({excess:+.3%} over the best)"
+        return f"higher latency ({t / t0 - 1:+.1%} per token)" if t > t0 else \
+            f"equal latency, higher loss ({excess:+.2%})"
+    return f"higher predicted loss ({excess:+.3%})"
 
 
 def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str, Any],
@@ -308,7 +328,7 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
     meta = dict(meta or {})
     key = target.parameterization
     if key not in laws:
-        canon, _ = parse_parameterization(key)
+        canon = law_key_for(key)
         key = canon if canon in laws else key
     if key not in laws:
         have = ", ".join(sorted(laws)) or "none"
@@ -381,9 +401,8 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
             f"({'; '.join(why)}); relax the profile (e.g. max_layer_bytes, pipeline_stages) or change --params"
         )
     pool = [c for c in usable if in_band[c.shape]] if hw.uses_band else usable
-    if not pool:
-        pool = usable
-        warnings.append(f"no shape feasible on {hw.name!r} lies in the band; picked the best-loss feasible shape")
+    if not pool:  # the constraints (or a zero tolerance and shape rounding) leave no shape in the band
+        pool = [min(usable, key=lambda c: c.loss_at_target)]
     score = lambda c: hw.score(c.shape, c.loss_at_target, target.vocab_size, target.seq_len)  # noqa: E731
     pick = min(pool, key=score)
     if not in_band[pick.shape]:
@@ -453,6 +472,10 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
         assumptions["from_flops"] = flops_note
     if ctx.get("max_epochs") and ctx["max_epochs"] > 1:
         warnings.append(f"some runs behind the {key} law repeated data ({ctx['max_epochs']:.3g} epochs)")
+    run_heads = [h for h in (ctx.get("d_heads") or []) if isinstance(h, (int, float))]
+    if hparams is not None and run_heads and d_head not in run_heads:
+        warnings.append(f"head size {d_head} differs from the runs' ({', '.join(f'{h:g}' for h in run_heads)}); "
+                        "the transferred hyperparameters assume the head size is held fixed (--d-head)")
     if largest and shape.n_params / largest > 100:
         warnings.append(f"extrapolating {shape.n_params / largest:.3g}× beyond the largest run; "
                         "treat the loss and savings as the law's, not as measurements")
@@ -479,10 +502,10 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
 
 
 def _with_d_head(hw: HardwareProfile, d_head: int) -> HardwareProfile:
+    """The profile with another head size (--d-head); its width_multiple, if any, still holds."""
     from dataclasses import replace
 
-    return replace(hw, d_head=d_head, width_multiple=math.lcm(hw.width_multiple, d_head)
-                   if hw.width_multiple % d_head else hw.width_multiple)
+    return replace(hw, d_head=d_head)
 
 
 def _alternatives(cands: list, pick: _Candidate, in_band: dict, best_loss: float,

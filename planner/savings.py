@@ -127,17 +127,20 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
     log_p_other, reached, at_start = _crossing(log_grid, curve[None, :], np.array([target]))
     reachable = bool(reached[0] and not at_start[0])
     p_other = float(np.exp(log_p_other[0])) if reached[0] else float(grid[-1])
-    if reachable:  # refine the point estimate inside its grid cell by bisection
+    if reachable:  # refine the point estimate inside its grid cell: two rounds of 33 points
         i = int(np.searchsorted(log_grid, log_p_other[0]))
         lo, hi = log_grid[max(i - 1, 0)], log_grid[min(i, GRID - 1)]
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            pm = np.array([math.exp(mid)])
-            val = float(np.asarray(other_law.predict(n_params=pm, n_tokens=tokens_per_param * pm,
-                                                     ratio=np.array([float(ratio)]))[0])[0])
-            lo, hi = (lo, mid) if val <= target else (mid, hi)
-        p_other = math.exp(0.5 * (lo + hi))
-
+        for _ in range(2):
+            fine = np.linspace(lo, hi, 33)
+            pf = np.exp(fine)
+            vals = np.asarray(other_law.predict(n_params=pf, n_tokens=tokens_per_param * pf,
+                                                ratio=np.full(33, float(ratio)))[0], float)
+            lp, hit, _ = _crossing(fine, vals[None, :], np.array([target]))
+            if not hit[0]:
+                break
+            j = int(np.clip(np.searchsorted(fine, lp[0]), 1, 32))
+            lo, hi = fine[j - 1], fine[j]
+            p_other = float(np.exp(lp[0]))
     def fractions(p_ref, p_oth):
         c_ref = family_flops(p_ref, ratio, tokens_per_param, vocab_size, seq_len, convention)
         c_oth = family_flops(p_oth, ratio, tokens_per_param, vocab_size, seq_len, convention)

@@ -57,6 +57,7 @@ RUN_COLUMN_KINDS: dict[str, str] = {
     "epochs": FLOAT,     # passes over the training text (> 1 means data repeated)
     "worker": TEXT,      # host:pid that wrote the run (and, for claimed runs, holds it)
     "lease_expires_at": TEXT,  # for sweep workers that claim runs with a lease
+    "attempts": INT,     # claims of the run by sweep workers in its current sweep (a retry is the 2nd)
     "created_at": TEXT, "updated_at": TEXT,  # ISO-8601 UTC
     "config_json": TEXT,  # the whole frozen training config
 }
@@ -82,10 +83,11 @@ COORD_AXES: tuple[str, ...] = ("depth", "width")
 # Lower bounds per numeric column (strict '>' for counts, '>=' for progress).
 _POSITIVE = {"n_params", "n_tokens", "flops", "lr", "init_std", "epochs", "n_embd", "n_layer",
              "n_head", "d_head", "base_n_embd", "base_n_layer", "vocab_size", "seq_len", "batch_size"}
-_NON_NEGATIVE = {"steps", "step", "tokens_per_s", "wall_s", "loss", "train_loss", "alpha"}
+_NON_NEGATIVE = {"steps", "step", "tokens_per_s", "wall_s", "loss", "train_loss", "alpha", "attempts"}
 # Guards against unit mistakes (bytes for params, FLOP/s for FLOPs): the largest trained models
 # use ~1e26 FLOPs, so anything past this is an error in the table, not a model.
 MAX_COUNT = 1e40
+MAX_INT = 2**63 - 1  # integer columns are 64-bit in SQLite and PostgreSQL
 _COUNTS = ("n_params", "n_tokens", "flops")
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TRAINED_SOURCE = "trained"
@@ -142,7 +144,7 @@ def coerce_value(name: str, kind: str, v: Any, positive: Iterable[str] | None = 
         if _is_missing(v):
             return None
         if isinstance(v, str):
-            return v
+            return check_text(v)
         if isinstance(v, bool) or type(v).__name__ == "bool_":
             raise BadValue("is a boolean, not text")
         if isinstance(v, int) or type(v).__name__.startswith("int"):
@@ -162,8 +164,22 @@ def coerce_value(name: str, kind: str, v: Any, positive: Iterable[str] | None = 
     if kind == INT:
         if not x.is_integer():
             raise BadValue("is not an integer")
+        if abs(x) > MAX_INT:
+            raise BadValue(f"is too large for an integer column (at most {MAX_INT})")
         return int(x)
     return x
+
+
+def check_text(v: str) -> str:
+    """A text cell both databases can store: no NUL character (PostgreSQL refuses it), valid
+    Unicode (a lone surrogate from a JSON escape cannot be encoded)."""
+    if "\x00" in v:
+        raise BadValue("contains a NUL character")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadValue("is not valid Unicode (a lone surrogate, e.g. from a JSON \\ud800 escape)") from None
+    return v
 
 
 def parse_pairs(items: Iterable[str] | None, what: str) -> list[tuple[str, str]]:
@@ -302,6 +318,7 @@ class ImportPlan:
     derived_flops: int = 0      # rows whose flops came from C = 6ND
     generated_run_ids: int = 0  # rows given run_id f"{source}-{row index}"
     extra_columns: tuple[str, ...] = field(default_factory=tuple)
+    flop_conventions: tuple[tuple[str, int], ...] = field(default_factory=tuple)  # (convention, rows)
 
     @property
     def run_ids(self) -> list[str]:
@@ -310,7 +327,7 @@ class ImportPlan:
     def summary(self) -> dict:
         return {"source": self.source, "n_rows": len(self.rows), "derived_n_tokens": self.derived_n_tokens,
                 "derived_flops": self.derived_flops, "generated_run_ids": self.generated_run_ids,
-                "extra_columns": list(self.extra_columns)}
+                "extra_columns": list(self.extra_columns), "flop_conventions": dict(self.flop_conventions)}
 
 
 def check_source(source: Any) -> str:
@@ -463,8 +480,13 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
         n_bad = len({i for i, _ in bad_cells})
         raise CpPlanError(f"refusing to import: {n_bad} of {len(df)} row(s) are bad, nothing was "
                           f"imported. {shown}{more}. Fix or drop those rows and import again")
+    conventions: dict[str, int] = {}
+    for row in rows:
+        if row.get("flop_convention"):
+            conventions[row["flop_convention"]] = conventions.get(row["flop_convention"], 0) + 1
     return ImportPlan(source=source, rows=tuple(rows), derived_n_tokens=n_tok, derived_flops=n_flops,
-                      generated_run_ids=n_gen, extra_columns=extras)
+                      generated_run_ids=n_gen, extra_columns=extras,
+                      flop_conventions=tuple(sorted(conventions.items())))
 
 
 def records_for_json(df, columns: Iterable[str] | None = None) -> list[dict]:

@@ -25,15 +25,19 @@ PARAM_LABELS = {
 
 
 def param_label(name: str, alpha: float | None = None) -> str:
-    """Human name of a parameterization (``depth-alpha`` shows its α)."""
+    """Human name of a parameterization or law key (``depth-alpha:0.75`` shows its α)."""
+    name = str(name)
+    if name.startswith("depth-alpha:"):
+        name, alpha = "depth-alpha", float(name.split(":", 1)[1])
     if name == "depth-alpha" and alpha is not None and not _isnan(alpha):
         return f"depth-α (α = {alpha:g})"
-    return PARAM_LABELS.get(str(name), str(name))
+    return PARAM_LABELS.get(name, name)
 
 
 def param_sort_key(name: str) -> tuple[int, str]:
     name = str(name)
-    return (PARAM_ORDER.index(name) if name in PARAM_ORDER else len(PARAM_ORDER), name)
+    base = name.split(":", 1)[0]
+    return (PARAM_ORDER.index(base) if base in PARAM_ORDER else len(PARAM_ORDER), name)
 
 
 def sorted_params(names) -> list[str]:
@@ -95,6 +99,14 @@ def scale_groups(n_params: pd.Series, tol: float = 1.5) -> pd.Series:
     return out
 
 
+def scale_label(n_params: float) -> str:
+    """1.5e9 -> '1.5B', 2.08e5 -> '208k'."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n_params >= div:
+            return f"{n_params / div:.3g}{unit}"
+    return f"{n_params:.3g}"
+
+
 def band_from_curve(ratio: np.ndarray, loss: np.ndarray, tolerance: float = 0.01) -> dict | None:
     """Compute-efficient band from a loss curve over N:L at one scale (DESIGN.md).
 
@@ -154,27 +166,29 @@ def optimal_lr(lr, loss) -> dict | None:
             "lr_grid_best": best["lr_grid_best"], "at_edge": False}
 
 
-def lr_transfer_runs(df: pd.DataFrame, axis: str) -> pd.DataFrame | None:
+def lr_transfer_runs(df: pd.DataFrame, axis: str, require_varying: bool = True) -> pd.DataFrame | None:
     """The runs of one parameterization's LR sweep that vary ``axis``, or None.
 
     Across depth ('n_layer'): the runs at the most common width, when depth takes several values
     there (the HP-transfer-across-depth experiment). Across width ('n_embd'): the runs at the most
     common depth, when width varies there. A sweep over both (depths at the base width plus widths
-    at the base depth) yields both subsets.
+    at the base depth) yields both subsets. ``require_varying=False`` also returns a single-shape
+    scan (the base-shape LR scan that picks η_base).
     """
     if df.empty:
         return None
     other = "n_embd" if axis == "n_layer" else "n_layer"
     at_other = df[df[other] == df[other].mode().iloc[0]]
-    return at_other if at_other[axis].nunique() > 1 else None
+    return at_other if at_other[axis].nunique() > 1 or not require_varying else None
 
 
-def lr_transfer_table(runs: pd.DataFrame, axis: str = "n_layer") -> pd.DataFrame:
+def lr_transfer_table(runs: pd.DataFrame, axis: str = "n_layer", require_varying: bool = True) -> pd.DataFrame:
     """Optimal LR per (parameterization, depth or width) from LR-sweep runs (sweep='lr').
 
     ``axis`` is 'n_layer' (transfer across depth) or 'n_embd' (across width). Columns:
     parameterization, axis value (``n_layer`` or ``n_embd``), the other shape dimension, lr_opt,
     loss_opt, lr_grid_best, at_edge, n_points, n_failed (diverged/failed runs in the cell).
+    ``require_varying=False`` keeps parameterizations whose sweep has a single shape.
     """
     if axis not in ("n_layer", "n_embd"):
         raise ValueError(f"axis={axis!r} must be 'n_layer' or 'n_embd'")
@@ -184,7 +198,7 @@ def lr_transfer_table(runs: pd.DataFrame, axis: str = "n_layer") -> pd.DataFrame
     rows = []
     for name in sorted_params(lr_runs.get("parameterization", [])):
         sub = lr_runs[lr_runs["parameterization"] == name]
-        sub = lr_transfer_runs(sub, axis)
+        sub = lr_transfer_runs(sub, axis, require_varying)
         if sub is None:
             continue
         other = "n_embd" if axis == "n_layer" else "n_layer"

@@ -32,6 +32,9 @@ def color_of(name: str) -> str:
     name = str(name)
     if name in COLORS:
         return COLORS[name]
+    if name.startswith("depth-alpha:"):  # a depth-α law key: shades of the depth-α colour
+        alpha = float(name.split(":", 1)[1])
+        return ("#9467bd", "#8c564b", "#e377c2", "#17becf")[int(alpha * 100) % 4]
     return _EXTRA[sum(map(ord, name)) % len(_EXTRA)]
 
 
@@ -86,7 +89,10 @@ def _add_band(fig, x, y, low, high, name, color, **subplot):
 
 
 def _failed_markers(fig, df, x_col, y_level, color, group, **subplot):
-    """Diverged/failed runs as crosses at the top of the plot, reason in the hover."""
+    """Diverged/failed runs as crosses at the top of the plot, reason in the hover (runs still
+    running or pending are left out: they have no verdict yet)."""
+    if "status" in df:
+        df = df[df["status"].astype(str).isin(["diverged", "failed"])]
     if df.empty or not math.isfinite(y_level):
         return
     fig.add_trace(go.Scatter(
@@ -172,6 +178,43 @@ def fig_loss_vs_flops(runs: pd.DataFrame, curves: pd.DataFrame | None = None,
     fig.update_xaxes(type="log", title="training FLOPs")
     fig.update_yaxes(title="final validation loss")
     return _layout(fig, title, height=480)
+
+
+def fig_flops_by_ratio(runs: pd.DataFrame, curves: pd.DataFrame, title: str = "") -> go.Figure:
+    """Loss vs FLOPs per N:L family: one subplot per parameterization, one colour per N:L (dark =
+    deep-narrow), the family's fitted ``compute`` law as a line (``curves``: parameterization,
+    ratio, flops, loss). Runs take the colour of the nearest fitted family within 15% in N:L."""
+    names = sorted_params(curves["parameterization"])
+    fig = make_subplots(rows=1, cols=max(1, len(names)), shared_yaxes=True,
+                        subplot_titles=[param_label(n) for n in names], horizontal_spacing=0.04)
+    all_ratios = sorted(curves["ratio"].astype(float).unique())
+    colors = dict(zip(all_ratios, _sequential(len(all_ratios))))
+    good = runs[finite_loss(runs)]
+    for col, name in enumerate(names, start=1):
+        fams = curves[curves["parameterization"] == name]
+        ratios = np.array(sorted(fams["ratio"].astype(float).unique()))
+        pts = good[good["parameterization"] == name]
+        if len(pts) and len(ratios):
+            r = (pts["n_embd"] / pts["n_layer"]).to_numpy(float)
+            dist = np.abs(np.log(r[:, None] / ratios[None, :]))
+            nearest = ratios[dist.argmin(axis=1)]
+            fam_of = np.where(dist.min(axis=1) <= np.log(1.15), nearest, np.nan)
+        else:
+            fam_of = np.full(len(pts), np.nan)
+        for ratio in ratios:
+            group = f"N:L {ratio:.3g}"
+            c = fams[fams["ratio"] == ratio].sort_values("flops")
+            fig.add_trace(go.Scatter(x=c["flops"], y=c["loss"], mode="lines",
+                                     line=dict(color=colors[ratio], width=2), name=group,
+                                     legendgroup=group, showlegend=col == 1), row=1, col=col)
+            mine = pts[fam_of == ratio]
+            fig.add_trace(go.Scatter(x=mine["flops"], y=mine["loss"], mode="markers",
+                                     marker=dict(color=colors[ratio], size=8), name=f"{group} runs",
+                                     legendgroup=group, showlegend=False, hovertext=_hover(mine),
+                                     hoverinfo="text"), row=1, col=col)
+        fig.update_xaxes(type="log", title_text="training FLOPs", row=1, col=col)
+    fig.update_yaxes(title_text="final validation loss", row=1, col=1)
+    return _layout(fig, title, height=460)
 
 
 def fig_savings(savings: pd.DataFrame, title: str = "") -> go.Figure:

@@ -49,7 +49,7 @@ h1{font-size:1.6rem;margin:.2rem 0 .4rem}h2{font-size:1.25rem;margin-top:2.4rem;
 border-bottom:2px solid #dde3ea;padding-bottom:.25rem}h3{font-size:1.05rem;margin:1.4rem 0 .4rem}
 nav{font-size:.9rem;margin:.6rem 0 1rem}nav a{margin-right:1rem;color:#1f5fa8;text-decoration:none}
 .note{background:#f1f4f8;border-left:4px solid #9aa9bb;padding:.5rem .8rem;margin:.6rem 0;
-font-size:.93rem}.empty{background:#fff8e6;border-left-color:#d9a400}
+font-size:.93rem}.empty,.nolaw{background:#fff8e6;border-left-color:#d9a400}
 .warn{background:#fdeeee;border-left-color:#c0392b}
 .methods{background:#fff;border:1px solid #dde3ea;border-radius:6px;padding:.6rem 1rem;margin:1rem 0}
 .methods dt{font-weight:600;margin-top:.4rem}.methods dd{margin:0 0 0 1rem}
@@ -69,7 +69,7 @@ def esc(x) -> str:
 
 
 def _note(text: str, kind: str = "") -> str:
-    return f'<div class="note {kind}">{text}</div>'
+    return f'<div class="{("note " + kind).strip()}">{text}</div>'
 
 
 def _empty(what: str, how: str) -> str:
@@ -127,13 +127,6 @@ def _section(key: str, body: str) -> str:
     return f'<section id="{key}"><h2>{esc(SECTIONS[key])}</h2>{body}</section>'
 
 
-def _scale_label(p: float) -> str:
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if p >= div:
-            return f"{p / div:.3g}{unit}"
-    return f"{p:.3g}"
-
-
 def section_shape(runs: pd.DataFrame, shape_curves: pd.DataFrame | None, tolerance: float) -> str:
     from reports.figures import fig_loss_vs_ratio
 
@@ -163,37 +156,52 @@ def section_shape(runs: pd.DataFrame, shape_curves: pd.DataFrame | None, toleran
                 band, source = an.band_from_curve(pts["ratio"], pts["loss"], tolerance), "measured"
             if band:
                 bands[name] = band
-                band_rows.append({"P": p, "parameterization": an.param_label(name),
+                band_rows.append({"P": an.scale_label(p), "parameterization": an.param_label(name),
                                   "N:L from": band["ratio_lo"], "N:L to": band["ratio_hi"],
                                   "best N:L": band["best_ratio"], "best loss": band["best_loss"],
                                   "from": source})
         n_done = int(an.finite_loss(group).sum())
-        title = (f"P ≈ {_scale_label(p)} non-embedding parameters "
+        title = (f"P ≈ {an.scale_label(p)} non-embedding parameters "
                  f"({n_done} of {len(group)} runs done)")
         fig = fig_loss_vs_ratio(group, curves, bands, title=title, tolerance=tolerance)
         parts.append(f'<div class="fig">{_div(fig)}</div>')
     if band_rows:
         parts.append(f"<h3>Compute-efficient band (loss within {tolerance:.0%} of the best)</h3>")
-        parts.append(html_table(pd.DataFrame(band_rows), text_cols=("parameterization", "from"),
-                                formats={"P": _sci, "N:L from": _sci, "N:L to": _sci, "best N:L": _sci}))
+        parts.append(html_table(pd.DataFrame(band_rows), text_cols=("P", "parameterization", "from"),
+                                formats={"N:L from": _sci, "N:L to": _sci, "best N:L": _sci}))
     return _section("shape", "".join(parts))
 
 
-def section_frontier(runs: pd.DataFrame, compute_curves: pd.DataFrame | None) -> str:
-    from reports.figures import fig_loss_vs_flops
+def section_frontier(runs: pd.DataFrame, compute_curves: pd.DataFrame | None,
+                     compute_fits: pd.DataFrame | None = None) -> str:
+    from reports.figures import fig_flops_by_ratio, fig_loss_vs_flops
 
     pts = runs[~runs.get("sweep", pd.Series("", index=runs.index)).astype(str).isin(["lr", "coord"])]
     pts = pts[an.finite_loss(pts)] if len(pts) else pts
     if pts.empty or not np.isfinite(pd.to_numeric(pts["flops"], errors="coerce")).any():
         return _section("frontier", _empty("runs with FLOPs and a final loss",
                         "Shape sweeps or imported runs fill this section."))
-    body = [_note("Every finished run outside LR sweeps and coordinate checks. Lines: the fitted "
-                  "<code>compute</code> law L(C) = E + A·C<sup>−a</sup> per parameterization "
-                  "(and N:L where fitted per shape), with its bootstrap interval.")]
-    if compute_curves is None or compute_curves.empty:
-        body.append(_note("No fitted <code>compute</code> law: run <code>cp-plan fit --law compute</code> "
-                          "or pass <code>--laws</code>; showing the runs only.", "empty"))
-    body.append(f'<div class="fig">{_div(fig_loss_vs_flops(pts, compute_curves))}</div>')
+    curves = compute_curves if compute_curves is not None else pd.DataFrame(columns=["kind"])
+    kind = curves["kind"] if "kind" in curves else pd.Series("frontier", index=curves.index)
+    frontier, by_ratio = curves[kind == "frontier"], curves[kind == "ratio"]
+    body = [_note("Every finished run outside LR sweeps and coordinate checks. Lines: the "
+                  "<code>compute</code> law L(C) = E + A·C<sup>−a</sup> fitted per parameterization "
+                  "to the lowest loss at each FLOP level (the compute-efficient frontier over all "
+                  "shapes), with its bootstrap interval.")]
+    if frontier.empty:
+        body.append(_note("No fitted <code>compute</code> frontier (see the notes at the top); "
+                          "showing the runs only.", "nolaw"))
+    body.append(f'<div class="fig">{_div(fig_loss_vs_flops(pts, frontier))}</div>')
+    if not by_ratio.empty:
+        body.append("<h3>Per N:L family</h3>")
+        body.append(_note("The same law fitted to each shape family (one N:L across scales): "
+                          "a parameterization that keeps deep-narrow families close to the others "
+                          "gives hardware more room."))
+        body.append(f'<div class="fig">{_div(fig_flops_by_ratio(pts, by_ratio, title="Loss vs FLOPs per N:L family"))}</div>')
+    if compute_fits is not None and len(compute_fits):
+        body.append("<h3>Fitted compute laws</h3>")
+        body.append(html_table(compute_fits, text_cols=("parameterization", "a interval", "warnings"),
+                               formats={"N:L": _sci, "A": _sci, "held-out error": lambda v: f"{v:.2%}"}))
     return _section("frontier", "".join(body))
 
 
@@ -204,19 +212,22 @@ def section_savings(savings: pd.DataFrame | None, why_missing: str = "") -> str:
         return _section("savings", _empty("FLOP-savings estimates",
                         why_missing or "They need fitted laws for CompleteP and μP or SP from shape sweeps."))
     body = []
-    groups = savings.groupby("scale", sort=True) if "scale" in savings else [(None, savings)]
-    for scale, sub in groups:
+    key = "scale_params" if "scale_params" in savings else "scale" if "scale" in savings else None
+    groups = savings.groupby(key, sort=True) if key else [(None, savings)]
+    for _, sub in groups:
         target = an.param_label(sub["target"].iloc[0]) if "target" in sub else "CompleteP"
-        where = f" at {scale}" if scale is not None else ""
+        where = f" at {sub['scale'].iloc[0]}" if "scale" in sub else ""
         title = f"FLOPs {target} saves{where}: fraction of the baseline's compute to reach the same loss"
         body.append(f'<div class="fig">{_div(fig_savings(sub, title=title))}</div>')
     table = savings.copy()
     table["baseline"] = table["baseline"].map(an.param_label)
     if "target" in table:
         table["target"] = table["target"].map(an.param_label)
-    keep = [c for c in ("scale", "target", "baseline", "ratio", "saved", "low", "high") if c in table]
+    keep = [c for c in ("scale", "target", "baseline", "ratio", "saved", "low", "high", "saved_6nd",
+                        "reachable") if c in table]
     body.append(html_table(table[keep], text_cols=("scale", "target", "baseline"),
-                           formats={"saved": _pct, "low": _pct, "high": _pct, "ratio": _sci}))
+                           formats={"saved": _pct, "low": _pct, "high": _pct, "saved_6nd": _pct,
+                                    "ratio": _sci}))
     body.append(_note("Saved = 1 − C<sub>target</sub>/C<sub>baseline</sub>: the share of the "
                       "baseline's training FLOPs the target parameterization does not need to reach "
                       "the same loss with the same shape family; interval: bootstrap percentiles."))
@@ -259,8 +270,18 @@ def section_lr(runs: pd.DataFrame) -> str:
         body.append(html_table(tbl, text_cols=("parameterization",),
                                formats={"lr_opt": _sci, "lr_grid_best": _sci, "loss_opt": lambda v: f"{v:.4f}"}))
     if not body:
-        return _section("lr", _empty("LR sweeps that vary depth or width",
-                        "The recorded LR-sweep runs hold a single shape per parameterization."))
+        table = an.lr_transfer_table(lr_runs, "n_layer", require_varying=False)
+        if table.empty:
+            return _section("lr", _empty("LR-sweep runs with a final loss", "Every recorded LR-sweep run "
+                            "diverged or failed; see the runs table."))
+        fig = fig_lr_transfer(lr_runs, table, "n_layer", title="LR scan at a single shape per parameterization")
+        scans = "; ".join(f"{an.param_label(r['parameterization'])} N = {r['other']}, L = {r['n_layer']}: "
+                          f"optimal LR {r['lr_opt']:.3g}" + (" (at the grid edge)" if r["at_edge"] else "")
+                          for r in table.to_dict("records"))
+        return _section("lr", _empty("LR sweeps across depth or width", "The recorded LR sweeps hold one "
+                        "shape per parameterization (a base-shape scan, shown below); run <code>cp-plan "
+                        "sweep lr --depths 2,4,8,16,32</code> for the transfer experiment.")
+                        + f'<div class="fig">{_div(fig)}</div><p>{esc(scans)}.</p>')
     body.insert(0, _note("Each line is one shape trained over an LR grid with every other base "
                          "hyperparameter fixed; the optimum is interpolated with a parabola in "
                          "log₂ LR through the grid minimum and its neighbours. Under good transfer "
@@ -317,11 +338,15 @@ def _render_value(v, depth: int = 0) -> str:
                        for k, x in v.items())
         return f"<table>{rows}</table>"
     if isinstance(v, (list, tuple)):
-        if v and all(isinstance(x, dict) for x in v):
+        if not v:
+            return "—"
+        if all(isinstance(x, dict) for x in v):
             df = pd.DataFrame([{k: _flat(x) for k, x in d.items()} for d in v])
             return html_table(df, text_cols=tuple(c for c in df.columns if df[c].map(lambda z: isinstance(z, str)).any()))
-        if v and all(isinstance(x, (int, float)) for x in v):
+        if all(isinstance(x, (int, float)) for x in v):
             return esc(" – ".join(fmt_value(x) for x in v)) if len(v) == 2 else esc(", ".join(fmt_value(x) for x in v))
+        if all(isinstance(x, str) for x in v) and sum(map(len, v)) < 120:
+            return esc(", ".join(v))
         return "<ul>" + "".join(f"<li>{_render_value(x, depth + 1)}</li>" for x in v) + "</ul>"
     return esc(fmt_value(v))
 
@@ -334,15 +359,79 @@ def _flat(x):
     return x
 
 
+def _interval(lo, hi, fmt=_pct) -> str:
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "—"
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
 def section_plan(plan, why_missing: str = "") -> str:
+    """The plan as tables: the pick, the band per parameterization, savings, per-group
+    hyperparameters, alternatives with why each lost, assumptions and warnings. Keys this
+    renderer does not know are shown generically, so a richer Plan still appears whole."""
     d = _as_dict(plan)
     if not d:
         return _section("plan", _empty("plan", why_missing or "Pass <code>--params P --hardware H</code> "
                         "to put the recommendation for a target in the report."))
-    scalars = {k: v for k, v in d.items() if not isinstance(v, (dict, list, tuple))}
-    rest = {k: v for k, v in d.items() if k not in scalars}
-    body = [_render_value(scalars)] if scalars else []
-    for key, value in rest.items():
+    d = dict(d)
+    body = []
+    if "n_embd" in d and "n_layer" in d:
+        lo_hi = d.get("predicted_loss_interval") or [None, None]
+        hw = d.get("hardware") or {}
+        rows = [
+            ("parameterization", an.param_label(d.get("parameterization", "?"))),
+            ("hardware", f"{hw.get('name', '?')}: {hw.get('description', '')}".rstrip(": ")),
+            ("shape", f"n_embd {d['n_embd']}, n_layer {d['n_layer']}, n_head {d.get('n_head', '?')} "
+                      f"(head size {d.get('d_head', '?')}), N:L {fmt_value(d.get('ratio'))}"),
+            ("non-embedding params", fmt_value(d.get("n_params"))),
+            ("tokens", fmt_value(d.get("n_tokens"))),
+            ("training FLOPs", f"{_sci(d['flops'])} ({d.get('flop_convention', '?')})" if d.get("flops") else "—"),
+            ("predicted loss", f"{fmt_value(d.get('predicted_loss'))} "
+                               f"{_interval(lo_hi[0], lo_hi[1], lambda v: f'{v:.4g}')}"),
+            ("why this shape", d.get("reason", "")),
+        ]
+        body.append("<table>" + "".join(f'<tr><th class="t">{esc(k)}</th><td class="t">{esc(v)}</td></tr>'
+                                        for k, v in rows) + "</table>")
+        for k in ("parameterization", "hardware", "n_embd", "n_layer", "n_head", "d_head", "ratio", "n_params",
+                  "n_tokens", "flops", "flop_convention", "predicted_loss", "predicted_loss_interval", "reason"):
+            d.pop(k, None)
+    band = d.pop("band", None)
+    if isinstance(band, dict) and band:
+        rows = [{"parameterization": an.param_label(k), "N:L from": b.get("ratio_min"),
+                 "N:L to": b.get("ratio_max"), "best N:L": b.get("best_ratio"), "best loss": b.get("best_loss"),
+                 "trained N:L": _flat(b.get("trained_range")), "runs": b.get("n_runs")}
+                for k, b in band.items() if isinstance(b, dict)]
+        body.append("<h3>Compute-efficient band at the target</h3>")
+        body.append(html_table(pd.DataFrame(rows), text_cols=("parameterization", "trained N:L"),
+                               formats={"N:L from": _sci, "N:L to": _sci, "best N:L": _sci}))
+    savings = d.pop("savings", None)
+    if isinstance(savings, dict) and savings:
+        rows = [{"versus": an.param_label(k), "saved": s.get("fraction"),
+                 "interval": _interval(s.get("low"), s.get("high")), "6ND figure": s.get("fraction_6nd"),
+                 "N:L": s.get("ratio"), "reachable": s.get("reachable")}
+                for k, s in savings.items() if isinstance(s, dict)]
+        body.append("<h3>FLOP savings at the pick's N:L</h3>")
+        body.append(html_table(pd.DataFrame(rows), text_cols=("versus", "interval"),
+                               formats={"saved": _pct, "6ND figure": _pct, "N:L": _sci}))
+    hp = d.pop("hparams", None)
+    if isinstance(hp, dict) and isinstance(hp.get("groups"), dict):
+        body.append(f"<h3>Per-group hyperparameters (m_N = {fmt_value(hp.get('width_mult'))}, "
+                    f"m_L = {fmt_value(hp.get('depth_mult'))})</h3>")
+        body.append(html_table(pd.DataFrame(list(hp["groups"].values())), text_cols=("group", "init")))
+        body.append(_note(esc(f"residual branch multiplier {fmt_value(hp.get('residual_mult'))}, logit multiplier "
+                              f"{fmt_value(hp.get('output_mult'))}, attention scale {hp.get('attn_scale_kind', '?')}")))
+    elif hp is not None:
+        body.append(f"<h3>hparams</h3>{_render_value(hp)}")
+    alts = d.pop("alternatives", None)
+    if isinstance(alts, list) and alts:
+        body.append("<h3>Alternatives and why each lost</h3>")
+        df = pd.DataFrame(alts)
+        body.append(html_table(df, text_cols=tuple(c for c in ("reason",) if c in df),
+                               formats={"loss_vs_best": lambda v: f"{v:+.2%}", "ratio": _sci}))
+    warnings = d.pop("warnings", None)
+    if warnings:
+        body.append("".join(_note(esc(w), "warn") for w in warnings))
+    for key, value in d.items():
         body.append(f"<h3>{esc(key.replace('_', ' '))}</h3>{_render_value(value)}")
     return _section("plan", "".join(body))
 
@@ -438,14 +527,15 @@ def plotly_bundle() -> str:
 
 def render_report(runs: pd.DataFrame | None, coord: pd.DataFrame | None = None, *,
                   shape_curves: pd.DataFrame | None = None, compute_curves: pd.DataFrame | None = None,
-                  savings: pd.DataFrame | None = None, plan=None, notes: list[str] | None = None,
+                  compute_fits: pd.DataFrame | None = None, savings: pd.DataFrame | None = None, plan=None, notes: list[str] | None = None,
                   meta: dict | None = None, tolerance: float = 0.01) -> str:
     """Assemble the page from frames.
 
     ``runs``: every run (any status) with canonical columns plus ``sweep``; ``coord``: coordinate-
     check rows; ``shape_curves``: the shape law evaluated per scale (scale_params, parameterization,
-    ratio, loss, low, high); ``compute_curves``: frontiers (parameterization, label, flops, loss,
-    low, high); ``savings``: (ratio, baseline, saved, low, high[, target, scale]); ``plan``: a Plan
+    ratio, loss, low, high); ``compute_curves``: fitted compute laws (parameterization, kind
+    'frontier' or 'ratio', ratio, label, flops, loss, low, high); ``compute_fits``: a table of
+    their fitted values; ``savings``: (ratio, baseline, saved, low, high[, target, scale]); ``plan``: a Plan
     (or dict); ``notes``: warnings shown at the top (e.g. a law that could not be fitted).
     """
     runs = runs if runs is not None else pd.DataFrame(columns=["run_id", "status", "parameterization",
@@ -456,7 +546,7 @@ def render_report(runs: pd.DataFrame | None, coord: pd.DataFrame | None = None, 
     meta.setdefault("tolerance", tolerance)
     sections = [
         section_shape(runs, shape_curves, tolerance),
-        section_frontier(runs, compute_curves),
+        section_frontier(runs, compute_curves, compute_fits),
         section_savings(savings, meta.get("savings_missing", "")),
         section_lr(runs),
         section_coord(coord),
@@ -502,3 +592,20 @@ def write_report(path: str | os.PathLike, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def sections_present(page: str) -> dict[str, bool]:
+    """Which sections of a rendered page hold data (False: the section shows its 'no ... yet'
+    note). Reads the page's own markup: each section is ``<section id=KEY>`` and an empty one
+    carries a ``note empty`` box."""
+    out = {}
+    for key in SECTIONS:
+        if key == "methods":
+            continue
+        start = page.find(f'<section id="{key}">')
+        if start < 0:
+            out[key] = False
+            continue
+        end = page.find("</section>", start)
+        out[key] = 'class="note empty"' not in page[start:end]
+    return out

@@ -1,7 +1,8 @@
 """The run database (planner.db): schema, run lifecycle, queries, import validation, concurrency.
 
-Every test runs against SQLite; set CP_PLAN_TEST_PG_URL=postgresql://user@host/db to run the
-backend-neutral ones against PostgreSQL too (the tables in that database are dropped first).
+Every test runs against SQLite; the backend-neutral ones also run against PostgreSQL when
+CP_PLAN_TEST_PG_URL=postgresql://user@host/db is set (each test gets a fresh database; see
+conftest.py), and are skipped with that reason otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from planner import db as dbmod
 from planner.db import CANONICAL_COLUMNS, RunDB, curve_summary, default_db_url
@@ -23,8 +23,7 @@ from planner.tableio import EXTRA_COLUMNS, prepare_import, read_table, rename_co
 
 DATA = Path(__file__).parent / "data"
 EPOCH_CSV = DATA / "epoch_chinchilla.csv"
-PG_URL = os.environ.get("CP_PLAN_TEST_PG_URL")
-BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+BACKENDS = ["sqlite", "postgresql"]
 
 CONFIG = {"parameterization": "completep", "alpha": 1.0, "n_embd": 64, "n_layer": 4, "d_head": 16,
           "base_n_embd": 64, "base_n_layer": 2, "lr": 3e-3, "init_std": 0.02, "n_tokens": 200_000,
@@ -36,10 +35,7 @@ def db(request, tmp_path):
     if request.param == "sqlite":
         rdb = RunDB(tmp_path / "runs.sqlite")
     else:
-        engine = sa.create_engine(sa.make_url(PG_URL).set(drivername="postgresql+psycopg"))
-        dbmod.metadata.drop_all(engine)
-        engine.dispose()
-        rdb = RunDB(PG_URL)
+        rdb = RunDB(request.getfixturevalue("pg_url"))
     yield rdb
     rdb.close()
 
@@ -350,14 +346,11 @@ def _writer(path: str, worker: int, n_runs: int) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_concurrent_writers_lose_no_row(tmp_path, backend):
+def test_concurrent_writers_lose_no_row(tmp_path, backend, request):
     if backend == "sqlite":
         url = str(tmp_path / "concurrent.sqlite")  # does not exist yet: schema creation races too
     else:
-        url = PG_URL
-        engine = sa.create_engine(sa.make_url(PG_URL).set(drivername="postgresql+psycopg"))
-        dbmod.metadata.drop_all(engine)
-        engine.dispose()
+        url = request.getfixturevalue("pg_url")  # an empty database: schema creation races too
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     procs = [ctx.Process(target=_writer, args=(url, w, 25)) for w in range(4)]
     for p in procs:

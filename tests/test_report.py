@@ -30,7 +30,8 @@ def shape_runs(scales=(2e5, 6e5), ratios=(4, 8, 16, 32, 64, 128), seed=0) -> pd.
                 rows.append(dict(
                     run_id=f"s-{name}-{int(p)}-{ratio}", status="done", parameterization=name,
                     alpha=1.0 if name == "completep" else None, n_embd=s.n_embd, n_layer=s.n_layer,
-                    n_head=s.n_head, n_params=s.n_params, n_tokens=20 * s.n_params,
+                    n_head=s.n_head, d_head=16, base_n_embd=64, base_n_layer=2,
+                    n_params=s.n_params, n_tokens=20 * s.n_params,
                     flops=6.0 * s.n_params * 20 * s.n_params, loss=loss + rng.normal(0, 1e-4), lr=3e-3,
                     source="trained", sweep="shape", device="cpu", dtype="float32", wall_s=10.0,
                     flop_convention="6P+6NV+12LNT", code_version="test", reason=None))
@@ -216,6 +217,39 @@ def test_sections_follow_their_data():
     assert "Across depth" in page and "No coordinate checks yet" in page
 
 
+def test_single_shape_lr_scan_is_shown_but_not_counted_as_transfer():
+    from reports.page import render_report, sections_present
+
+    scan = lr_runs(depths=(2,))
+    scan = scan[scan["n_layer"] == 2]  # drop the diverged L=16 run: one shape only
+    page = render_report(scan, None)
+    assert "LR scan at a single shape" in page and "No LR sweeps across depth or width yet" in page
+    assert sections_present(page)["lr"] is False and sections_present(page)["runs"] is True
+
+
+def test_figures_mark_bands_optima_and_failures():
+    from reports.figures import fig_loss_vs_ratio, fig_lr_transfer
+
+    runs = an.with_ratio(shape_runs(scales=(2e5,)))
+    pts = runs[an.finite_loss(runs) & (runs["parameterization"] == "completep")]
+    band = an.band_from_curve(pts["ratio"], pts["loss"], 0.01)
+    fig = fig_loss_vs_ratio(runs, None, {"completep": band})
+    seg = [t for t in fig.data if t.name.startswith("CompleteP (α = 1) band")]
+    assert len(seg) == 1 and list(seg[0].y) == [band["threshold"]] * 2
+    assert list(seg[0].x) == [band["ratio_lo"], band["ratio_hi"]]
+    crosses = [t for t in fig.data if t.name.endswith("diverged/failed")]
+    assert len(crosses) == 1 and len(crosses[0].x) == 1  # the one diverged SP run
+    assert fig.layout.xaxis.type == "log"
+
+    lr = lr_runs()
+    table = an.lr_transfer_table(lr, "n_layer")
+    fig = fig_lr_transfer(lr, table, "n_layer")
+    stars = [t for t in fig.data if t.name.endswith("optimum")]
+    assert len(stars) == len(table) == 8
+    mup16 = [t for t in stars if t.name == "L=16 optimum" and t.xaxis == "x"][0]
+    assert mup16.x[0] == pytest.approx(2e-3 / 4)
+
+
 def test_write_report_is_atomic(tmp_path):
     from planner.errors import CpPlanError
     from reports.page import write_report
@@ -232,3 +266,107 @@ def test_write_report_is_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
     with pytest.raises(CpPlanError, match="does not exist"):
         write_report(tmp_path / "missing" / "r.html", "x")
+
+
+# ----------------------------------------------------------------------------- database and CLI
+
+
+def fill_db(path, runs: pd.DataFrame, coord: pd.DataFrame | None = None):
+    """A RunDB holding ``runs`` the way the trainer writes them (start_run, then finish_run)."""
+    from planner.db import RunDB
+
+    db = RunDB(str(path))
+    finish_fields = ("loss", "reason", "wall_s", "flops")
+    for row in runs.to_dict("records"):
+        fields = {k: v for k, v in row.items() if k not in ("status", *finish_fields)
+                  and v is not None and not (isinstance(v, float) and math.isnan(v))}
+        run_id = db.start_run({}, f"hash-{row['run_id']}", **fields)
+        done = {k: row[k] for k in finish_fields if row.get(k) is not None
+                and not (isinstance(row[k], float) and not math.isfinite(row[k]))}
+        db.finish_run(run_id, row["status"], **done)
+    if coord is not None:
+        db.add_coord_rows(coord.to_dict("records"))
+    return db
+
+
+def cli_run(capsys, monkeypatch, *args):
+    import sys
+
+    import cli
+
+    monkeypatch.setattr(sys, "argv", ["cp-plan", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def shape_db(tmp_path_factory):
+    """Three scales of shape sweeps (enough for shape and compute laws), an LR sweep, a coordinate check."""
+    path = tmp_path_factory.mktemp("db") / "runs.sqlite"
+    runs = pd.concat([shape_runs(scales=(1e5, 3e5, 1e6, 3e6)), lr_runs()], ignore_index=True)
+    fill_db(path, runs, coord_rows())
+    return path
+
+
+def test_build_report_from_database(shape_db):
+    from planner.db import RunDB
+    from reports.build import build_report
+    from reports.page import sections_present
+
+    db = RunDB(str(shape_db), create=False)
+    page = build_report(db, None, None)
+    assert_self_contained(page)
+    present = sections_present(page)
+    # no laws: the shape, LR, coordinate and runs sections still show their data
+    assert present["shape"] and present["lr"] and present["coord"] and present["runs"]
+    assert not present["savings"] and not present["plan"]
+    assert "loss is nan at step 12" in page
+    assert db.fingerprint() in page  # the methods box names the database state it shows
+
+
+@pytest.mark.slow
+def test_report_command_with_laws_and_plan(shape_db, tmp_path, capsys, monkeypatch):
+    import json
+
+    out = tmp_path / "r.html"
+    code, stdout, err = cli_run(capsys, monkeypatch, "report", "--out", out, "--db", shape_db,
+                                "--params", "1e7", "--hardware", "weight-streaming", "--bootstrap", "20",
+                                "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["sections"] == {k: True for k in summary["sections"]}, summary["notes"]
+    page = out.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert "shape law" in page and "Per-group hyperparameters" in page
+    assert "Fitted compute laws" in page and "Loss vs FLOPs per N:L family" in page
+    assert "FLOP savings at the pick" in page
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_report_command_bad_input(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CP_PLAN_DB", raising=False)
+    cases = [
+        (("--params", "1e6"), "--hardware"),
+        (("--params", "1e6", "--hardware", "quantum"), "quantum"),
+        (("--tolerance", "-0.1"), "--tolerance"),
+        (("--db", tmp_path / "none.sqlite"), "no run database"),
+    ]
+    for args, fragment in cases:
+        code, _, err = cli_run(capsys, monkeypatch, "report", "--out", tmp_path / "r.html", *args)
+        assert code == 1 and err.startswith("cp-plan: error: ") and err.count("\n") == 1, err
+        assert fragment in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_command_without_laws_still_writes(tmp_path, capsys, monkeypatch):
+    db = tmp_path / "lr.sqlite"
+    fill_db(db, lr_runs())
+    out = tmp_path / "r.html"
+    code, stdout, err = cli_run(capsys, monkeypatch, "report", "--out", out, "--db", db)
+    assert code == 0, err
+    assert "no shape laws" in err and "wrote" in stdout
+    page = out.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert "No shape-sweep runs yet" in page and "Across depth" in page

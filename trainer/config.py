@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from planner.errors import CpPlanError
-from planner.rules import BaseHParams, Rules, parse_parameterization, resolve_shape
+from planner.rules import PRESETS, BaseHParams, Rules, parse_parameterization, resolve_shape
 from planner.shapes import check_width, n_params_nonembedding
 
 # Tokenizer name -> vocabulary size. "byte" is UTF-8 bytes; a BPE entry goes here when added.
@@ -37,7 +37,7 @@ class TrainConfig:
 
     # --- parameterization and shape
     parameterization: str = "completep"  # sp | mup | completep | alpha0.5 | depth-alpha
-    alpha: float | None = None  # depth exponent α in [0.5, 1]; only with depth-alpha
+    alpha: float | None = None  # depth exponent α in [0.5, 1] for depth-alpha (presets imply theirs)
     n_embd: int = 64  # width N
     n_layer: int = 4  # depth L (transformer blocks)
     d_head: int = 64  # head size, fixed as width grows: n_head = n_embd / d_head
@@ -81,7 +81,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         name, alpha = parse_parameterization(self.parameterization, self.alpha)
         object.__setattr__(self, "parameterization", name)
-        object.__setattr__(self, "alpha", alpha)
+        # A preset fixes α (completep: 1, alpha0.5: 0.5): store None so that one run has one
+        # config (and one hash) however it was named, and replace(parameterization=...) works.
+        object.__setattr__(self, "alpha", None if PRESETS[name][1] is not None else alpha)
         for label in ("n_embd", "n_layer", "d_head", "base_n_embd", "base_n_layer", "seq_len",
                       "batch_size", "eval_every", "eval_batches", "log_every"):
             _positive_int(self, label)
@@ -117,6 +119,11 @@ class TrainConfig:
             raise CpPlanError(f"checkpoint_dir={self.checkpoint_dir!r} must be a path or null")
 
     # ------------------------------------------------------------------ derived values
+    @property
+    def depth_alpha(self) -> float | None:
+        """α actually used: 1 for completep, 0.5 for alpha0.5, ``alpha`` for depth-alpha, else None."""
+        return parse_parameterization(self.parameterization, self.alpha)[1]
+
     @property
     def n_head(self) -> int:
         return self.n_embd // self.d_head

@@ -51,17 +51,16 @@ def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str 
     Linear warmup from 1/warmup_steps to 1, then ``linear``: decay to zero at ``total_steps``
     ("Straight to Zero", Bergsma et al. 2025), or ``cosine``: cosine decay to 10% of peak.
     """
+    if schedule not in ("linear", "cosine"):
+        raise CpPlanError(f"schedule={schedule!r} is not one of linear, cosine")
     if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
         raise CpPlanError(f"bad schedule: total_steps={total_steps}, warmup_steps={warmup_steps}")
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    decay_steps = total_steps - warmup_steps
-    progress = min(1.0, (step - warmup_steps) / decay_steps)  # 0 at the end of warmup
+    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))  # 0 after warmup
     if schedule == "linear":
         return 1.0 - progress
-    if schedule == "cosine":
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise CpPlanError(f"schedule={schedule!r} is not one of linear, cosine")
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, multiplier: float) -> None:

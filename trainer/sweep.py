@@ -4,12 +4,14 @@ A sweep is a list of frozen :class:`TrainConfig` objects plus a runner that trai
 run database does not already hold. Resumability comes from the database: a config whose hash has
 a ``done`` run (or a ``diverged`` one: training is deterministic, so re-running it diverges again)
 is skipped. A run left ``running`` by a killed process is picked up again from its checkpoint.
+The runner queues the configs in the database and workers claim them (:mod:`trainer.cluster`), so
+a sweep can spread over processes, Slurm jobs and machines that share one database.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -104,71 +106,101 @@ def lr_sweep(base_config, lrs: list[float], depths: list[int] | None, widths: li
     return runs
 
 
-def _train_one(args):
-    """Worker entry (top level so a spawned process can pickle it)."""
-    cfg, db_url, sweep, sweep_id, threads = args
-    import torch
-
-    from planner.db import RunDB
-    from trainer.train import train_run
-
-    if threads:
-        torch.set_num_threads(threads)
-    return train_run(cfg, RunDB(db_url), progress=False, resume=True, sweep=sweep, sweep_id=sweep_id)
-
-
 def run_sweep(planned: list[PlannedRun], db, sweep: str, sweep_id: str, workers: int = 1,
-              progress: bool = True, log=None) -> dict:
+              progress: bool = True, log=None, *, launcher: str = "local", lease_s: float | None = None,
+              max_attempts: int | None = None, executor=None, slurm: dict | None = None,
+              wait: bool = True) -> dict:
     """Train every planned run the database does not already hold; never stops on a bad run.
 
-    Returns counts: planned, skipped, done, diverged, failed. ``workers`` > 1 trains that many
-    runs at once in separate processes (each with cores/workers threads).
+    The planned configs go into the run database as 'pending' runs (a config with a 'done' or
+    'diverged' run is skipped; a 'failed' one, or one left 'running' by a dead process, is queued
+    again and resumes from its checkpoint), then workers claim and train them
+    (:mod:`trainer.cluster`): with ``launcher='local'``, this process when ``workers`` is 1, else
+    ``workers`` processes (cores/workers threads each); with ``launcher='slurm'``, ``workers``
+    Slurm jobs through submitit (``slurm``: partition, time_min, gpus_per_node, folder; or a
+    ready submitit ``executor``). A run that fails is retried once. Returns counts: planned,
+    skipped, done, diverged, failed, pending (left unfinished: another worker still has it, or
+    ``wait=False``), wall_s.
     """
-    from trainer.train import train_run
+    from planner.db import DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, local_worker_id
+    from trainer import cluster
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if workers < 1:
-        raise CpPlanError(f"--workers {workers} must be ≥ 1")
-    todo, skipped = [], 0
-    for run in planned:
-        existing = db.runs(where={"config_hash": run.config.config_hash()}, statuses=SKIP_STATUSES)
-        if len(existing):
-            skipped += 1
-        else:
-            todo.append(run)
-    counts = {"planned": len(planned), "skipped": skipped, "done": 0, "diverged": 0, "failed": 0}
-    log(f"sweep {sweep_id}: {len(planned)} planned, {skipped} already in the database, {len(todo)} to train")
-    start = time.monotonic()
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise CpPlanError(f"--workers {workers} must be an integer ≥ 1")
+    if launcher not in cluster.LAUNCHERS:
+        raise CpPlanError(f"--launcher {launcher!r} is not one of {', '.join(cluster.LAUNCHERS)}")
+    lease_s = cluster.check_lease(DEFAULT_LEASE_S if lease_s is None else lease_s)
+    max_attempts = DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts
+    if launcher == "slurm" and executor is None:  # fail before queueing anything
+        executor = cluster.slurm_executor(**(slurm or {}))
+        if db.backend == "sqlite":
+            log(f"warning: Slurm workers on other nodes must reach {db.display}; SQLite needs a local disk "
+                "(not NFS/Lustre/GPFS): share a PostgreSQL database instead (--db postgresql://...)")
 
-    def report(i, run, record):
-        status = record.get("status", "failed")
-        counts[status] = counts.get(status, 0) + 1
+    labels: dict[str, str] = {}
+    skipped, held = 0, 0
+    for run in planned:
+        cfg = run.config
+        h = cfg.config_hash()
+        if h in labels:
+            skipped += 1
+            continue
+        _, state = db.enqueue(cfg.to_dict(), h, sweep=sweep, sweep_id=sweep_id, n_params=cfg.n_params,
+                              n_head=cfg.n_head, vocab_size=cfg.vocab_size, steps=cfg.steps)
+        if state == "skipped":
+            skipped += 1
+            labels[h] = None
+        else:
+            held += state == "held"
+            labels[h] = run.label
+    todo = [h for h, label in labels.items() if label is not None]
+    counts = {"planned": len(planned), "skipped": skipped, "done": 0, "diverged": 0, "failed": 0, "pending": 0}
+    log(f"sweep {sweep_id}: {len(planned)} planned, {skipped} already in the database, {len(todo)} to train"
+        + (f" ({held} being trained by another worker)" if held else ""))
+    start = time.monotonic()
+    if not todo:
+        counts["wall_s"] = 0.0
+        return counts
+
+    reported: set[str] = set()
+
+    def report(h: str, state: str, loss, reason) -> None:
+        reported.add(h)
+        i = len(reported)
         elapsed = time.monotonic() - start
         eta = elapsed / i * (len(todo) - i)
-        loss = record.get("loss")
-        loss_s = f"loss {loss:.4f}" if isinstance(loss, float) else record.get("reason", "")
+        loss_s = f"loss {loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else (reason or "")
         if progress:
-            log(f"[{i}/{len(todo)}] {status:8s} {run.label}: {loss_s}  "
-                f"(elapsed {elapsed:.0f}s, ETA {eta:.0f}s)")
+            log(f"[{i}/{len(todo)}] {state:8s} {labels[h]}: {loss_s}  (elapsed {elapsed:.0f}s, ETA {eta:.0f}s)")
 
-    if workers == 1:
-        for i, run in enumerate(todo, 1):
-            record = train_run(run.config, db, progress=progress, resume=True, sweep=sweep, sweep_id=sweep_id)
-            report(i, run, record)
+    def on_poll(status: dict) -> None:
+        for h in todo:
+            st = status.get(h)
+            if h not in reported and st is not None and st["state"] in ("done", "diverged", "failed"):
+                report(h, st["state"], st["loss"], st["reason"])
+
+    if launcher == "local" and workers == 1:
+        worker = local_worker_id()
+
+        def on_record(run, record):
+            on_poll(db.queue_status(config_hashes=todo, max_attempts=max_attempts))
+
+        cluster.worker_loop(db, config_hashes=todo, lease_s=lease_s, max_attempts=max_attempts,
+                            progress=progress, on_record=on_record, worker=worker)
+    elif launcher == "local":
+        cluster.run_local_workers(db, todo, workers, lease_s=lease_s, max_attempts=max_attempts,
+                                  on_poll=on_poll, log=log)
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        jobs = cluster.submit_workers(executor, db, todo, workers, lease_s=lease_s, max_attempts=max_attempts)
+        log(f"sweep {sweep_id}: submitted {len(jobs)} worker job(s): {', '.join(str(j.job_id) for j in jobs)}")
+        if wait:
+            cluster.wait_jobs(jobs, db, todo, lease_s=lease_s, max_attempts=max_attempts, on_poll=on_poll, log=log)
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_train_one, (run.config, db.url, sweep, sweep_id, threads)): run for run in todo}
-            for i, fut in enumerate(as_completed(futures), 1):
-                run = futures[fut]
-                try:
-                    record = fut.result()
-                except Exception as exc:  # a worker process died: the run stays re-runnable
-                    record = {"status": "failed", "reason": f"worker crashed: {exc!r}"}
-                report(i, run, record)
+    final = db.queue_status(config_hashes=todo, max_attempts=max_attempts)
+    on_poll(final)
+    for h in todo:
+        state = final.get(h, {"state": "pending"})["state"]
+        counts["pending" if state in ("pending", "running") else state] += 1
     counts["wall_s"] = round(time.monotonic() - start, 1)
     return counts

@@ -92,7 +92,7 @@ def run_fields(cfg: TrainConfig, corpus: Corpus, device: torch.device, sweep: st
     # training_flops counts linear biases; remove their 6·P share when the model has none.
     flops -= 6.0 * (n_params_nonembedding(cfg.n_embd, cfg.n_layer) - cfg.n_params) * n_tokens
     return dict(
-        parameterization=cfg.parameterization, alpha=cfg.alpha, n_embd=cfg.n_embd,
+        parameterization=cfg.parameterization, alpha=cfg.depth_alpha, n_embd=cfg.n_embd,
         n_layer=cfg.n_layer, n_head=cfg.n_head, n_params=cfg.n_params, n_tokens=n_tokens,
         flops=flops, lr=cfg.lr, source="trained", d_head=cfg.d_head,
         base_n_embd=cfg.base_n_embd, base_n_layer=cfg.base_n_layer, init_std=cfg.init_std,

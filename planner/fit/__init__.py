@@ -1,4 +1,5 @@
-"""Scaling-law fitting internals behind :mod:`planner.laws` (numpy and scipy only, no torch).
+"""Scaling-law fitting internals behind :mod:`planner.laws` (numpy only: no torch, and not even
+scipy on the fitting path, so `cp-plan fit` starts fast).
 
 ``solver``: a batched robust Levenberg–Marquardt (IRLS) optimizer that fits many starts or
 bootstrap replicates at once. ``result``: :class:`FitResult`. ``common``: input validation,

@@ -6,8 +6,8 @@ The published recipe runs L-BFGS from each point of a 4500-start grid (a, b ∈ 
 e ∈ {−1, −.5, …, 1.5}, α, β ∈ {0, .5, …, 2}); here the grid is only *evaluated* (one vectorized
 pass), the best starts by initial objective and the best variable-projection starts (for each
 (α, β) on a 0.05 grid, E, A, B by linear least squares) are refined together by batched
-IRLS-LM, and the winner is polished by L-BFGS-B with the analytic gradient. ``bench/fit_bench.py``
-checks that this lands on the published recipe's optimum.
+IRLS-LM (:mod:`planner.fit.solver`, analytic Jacobian), and the winner is continued to a tight
+tolerance. ``bench/fit_bench.py`` checks that this lands on the published recipe's optimum.
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ def log_model(theta: np.ndarray, X: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def log_predict(theta: np.ndarray, X: dict) -> np.ndarray:
+    """ln L̂ without the Jacobian (max-shifted log-sum-exp)."""
     a, b, e, al, be = (theta[:, k:k + 1] for k in range(5))
-    return np.logaddexp(np.logaddexp(a - al * X["ln_n"], b - be * X["ln_d"]), e)
+    u1 = a - al * X["ln_n"]
+    u2 = b - be * X["ln_d"]
+    m = np.maximum(np.maximum(u1, u2), e)
+    return m + np.log(np.exp(u1 - m) + np.exp(u2 - m) + np.exp(e - m))
 
 
 def to_values(theta: np.ndarray) -> np.ndarray:
@@ -95,19 +99,10 @@ def projection_starts(X: dict, y: np.ndarray, delta: float, k: int) -> np.ndarra
     return np.clip(theta[order], LOWER, UPPER)
 
 
-def prepare(df, exclude_highest_loss: int = 0) -> tuple[dict, np.ndarray, np.ndarray, dict]:
+def prepare(df) -> tuple[dict, np.ndarray, np.ndarray, dict]:
     """(X, y, scale, meta) from a frame of runs: N = n_params, D = n_tokens (or flops/(6N))."""
     common.require_columns(df, ["n_params", "loss"], "chinchilla")
     meta: dict = {}
-    if not isinstance(exclude_highest_loss, (int, np.integer)) or exclude_highest_loss < 0:
-        raise CpPlanError(f"exclude_highest_loss={exclude_highest_loss!r} must be a non-negative integer")
-    if exclude_highest_loss:
-        if exclude_highest_loss >= len(df):
-            raise CpPlanError(f"--exclude-highest-loss {exclude_highest_loss} would drop all {len(df)} runs; use a smaller K")
-        loss_all = df["loss"].to_numpy(dtype=float, na_value=np.nan)
-        order = np.argsort(-np.nan_to_num(loss_all, nan=-np.inf), kind="stable")
-        df = df.drop(index=df.index[order[:exclude_highest_loss]])
-        meta["excluded_highest_loss"] = int(exclude_highest_loss)
     n = common.positive_array(df, "n_params", "chinchilla")
     loss = common.positive_array(df, "loss", "chinchilla")
     has_tokens = "n_tokens" in df.columns and df["n_tokens"].notna().all()
@@ -175,9 +170,9 @@ class ChinchillaLaw:
     inputs = ("n_params", "n_tokens", "flops")
 
     def fit(self, df, bootstrap: int = 0, seed: int = 0, level: float = 0.95, *,
-            exclude_highest_loss: int = 0, delta: float = HUBER_DELTA, heldout: bool = True) -> FitResult:
+            delta: float = HUBER_DELTA, heldout: bool = True) -> FitResult:
         """Fit to runs with n_params, n_tokens (or flops) and loss; see the module docstring."""
-        X, y, scale, meta = prepare(df, exclude_highest_loss)
+        X, y, scale, meta = prepare(df)
         spec = make_spec(X, y, scale, meta, delta)
         held = None
         if heldout:

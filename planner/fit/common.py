@@ -132,7 +132,7 @@ class Solved:
 
 def solve(spec: Spec, w: np.ndarray | None = None, starts: np.ndarray | None = None,
           polish: bool = True) -> Solved:
-    """Multi-start fit: batched IRLS-LM from every start, the best polished by L-BFGS-B."""
+    """Multi-start fit: batched IRLS-LM from every start, the best polished to a tight tolerance."""
     w = np.ones(spec.n) if w is None else w
     starts = spec.starts if starts is None else starts
     res = solver.irls_lm(spec.model(), starts, spec.y, w, spec.delta, spec.lower, spec.upper)
@@ -145,11 +145,14 @@ def solve(spec: Spec, w: np.ndarray | None = None, starts: np.ndarray | None = N
     theta, fun, conv = res.theta[order[0]], float(res.fun[order[0]]), bool(res.converged[order[0]])
     message = "IRLS-LM converged" if conv else f"IRLS-LM stopped at {res.n_iter} iterations"
     if polish:
-        t2, f2, success, msg = solver.polish(spec.model(), theta, spec.y, w, spec.delta, spec.lower, spec.upper)
-        if f2 <= fun:
-            theta, fun = t2, f2
-            conv = conv or success
-            message += f"; L-BFGS-B: {msg}"
+        # continue the winner alone to a tight tolerance: the fixed point of IRLS-LM satisfies
+        # Jᵀψ(r) = 0, the exact stationarity condition of the Huber (or least-squares) objective
+        fin = solver.irls_lm(spec.model(), theta[None, :], spec.y, w, spec.delta, spec.lower, spec.upper,
+                             max_iter=5000, rtol=1e-15, xtol=1e-14)
+        if fin.fun[0] <= fun:
+            theta, fun = fin.theta[0], float(fin.fun[0])
+            conv = conv or bool(fin.converged[0])
+            message += f"; polished in {fin.n_iter} iterations"
     # distinct optima: greedy, by objective, more than 1% apart in some coordinate
     span = np.maximum(spec.upper - spec.lower, 1e-12)
     span = np.where(np.isfinite(span), span, 1.0)
@@ -268,25 +271,33 @@ def bootstrap(spec: Spec, solved: Solved, n_boot: int, rng: np.random.Generator,
 # ---------------------------------------------------------------------- pipeline
 
 
-def heldout_split(scale: np.ndarray, gap_decades: float = 0.15,
-                  min_fraction: float = 0.05) -> tuple[np.ndarray | None, str]:
-    """Mask of the points at the largest scale level, or (None, reason) when that would leave
-    fewer than two levels to fit on (one level says nothing about extrapolation).
+def heldout_split(scale: np.ndarray, gap_decades: float = 0.15, min_fraction: float = 0.05,
+                  levels: np.ndarray | None = None) -> tuple[np.ndarray | None, str]:
+    """Mask of the points at the largest scale, or (None, reason) when that would leave fewer
+    than two scale levels to fit on (one level says nothing about extrapolation).
 
-    Levels come from :func:`scale_levels`; when the top level holds fewer than
-    max(2, ``min_fraction``·n) points (a lone largest run), the next levels join it.
+    Discrete scales (sweeps at a few sizes or budgets): levels from :func:`scale_levels`; the
+    top level is held out, joined by the next ones while it holds fewer than
+    max(1, ``min_fraction``·n) points. Continuous scales (published runs spread over many
+    budgets, where gaps never separate 3 levels): the largest 10% of runs by scale. ``levels``
+    (0 = smallest) overrides the gap clustering when the caller knows them.
     """
-    levels = scale_levels(scale, gap_decades)
+    caller_levels = levels
+    levels = scale_levels(scale, gap_decades) if levels is None else np.asarray(levels)
     n_levels = int(levels.max()) + 1
-    need = max(2, math.ceil(min_fraction * levels.size))
+    need = max(1, math.ceil(min_fraction * levels.size))
     top = n_levels - 1
     while top > 0 and np.sum(levels >= top) < need:
         top -= 1
-    if top < 2:
-        return None, (f"needs at least 3 scale levels (2 to fit, 1 to predict), found {n_levels}"
-                      if n_levels < 3 else f"the largest levels hold too few runs to leave 2 levels to fit on")
-    mask = levels >= top
-    return mask, f"held out the largest {n_levels - top} of {n_levels} scale levels"
+    if top >= 2:
+        return levels >= top, f"held out the largest {n_levels - top} of {n_levels} scale levels"
+    distinct = np.unique(np.round(np.log10(scale), 2)).size
+    if caller_levels is None and distinct >= 10:
+        cut = np.quantile(scale, 0.9)
+        mask = scale >= cut
+        if 0 < mask.sum() < scale.size:
+            return mask, f"held out the largest 10% of runs by scale (scale ≥ {cut:.3g}; scales are continuous)"
+    return None, f"needs at least 3 scale levels (2 to fit, 1 to predict), found {n_levels}"
 
 
 def heldout_error(spec_builder: Callable[[np.ndarray], Spec], spec: Spec,
@@ -423,9 +434,9 @@ def parametric_samples(result: FitResult, to_values: Callable[[np.ndarray], np.n
 
 
 def _normal_quantile(p: float) -> float:
-    from scipy.stats import norm
+    from statistics import NormalDist
 
-    return float(norm.ppf(p))
+    return NormalDist().inv_cdf(p)
 
 
 # ---------------------------------------------------------------------- prediction inputs

@@ -14,8 +14,8 @@ weights, Holland & Welsch 1977), and one damped Gauss–Newton step is taken on 
 1944, Marquardt 1963; diagonal scaling as in Moré 1978). A step is kept only if it lowers the
 true objective F. Problems are stacked along a leading axis S and solved together with
 batched 5×5 (or p×p) linear algebra, so a thousand bootstrap refits cost about as much numpy
-work as a few hundred scalar fits. ``polish`` finishes a single fit with scipy's L-BFGS-B on
-the exact objective and its analytic gradient.
+work as a few hundred scalar fits. At a fixed point the step is zero, i.e. Jᵀψ(r) = 0: the
+exact stationarity condition of F, so no separate polishing optimizer is needed.
 """
 
 from __future__ import annotations
@@ -112,40 +112,6 @@ def irls_lm(model: Model, theta0: np.ndarray, y: np.ndarray, w: np.ndarray, delt
         converged[idx[done]] = True
         active[idx[done]] = False
     return BatchResult(theta=theta, fun=fun, converged=converged, n_iter=it)
-
-
-def polish(model: Model, theta: np.ndarray, y: np.ndarray, w: np.ndarray, delta: float | None,
-           lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float, bool, str]:
-    """Refine one solution with L-BFGS-B (scipy) on the exact objective and analytic gradient.
-
-    Returns (theta, fun, success, message); the input is returned unchanged when L-BFGS-B
-    does not improve on it.
-    """
-    from scipy.optimize import minimize
-
-    theta = np.asarray(theta, float)
-    y = np.asarray(y, float)
-    w = np.asarray(w, float)
-
-    def fg(t):
-        with np.errstate(all="ignore"):
-            pred, jac = model(t[None, :])
-        r = y - pred[0]
-        f = float(np.sum(w * rho(r, delta)))
-        if not np.isfinite(f):
-            return np.inf, np.zeros_like(t)
-        g = -(jac[0].T @ (w * psi(r, delta)))
-        return f, g
-
-    f0, _ = fg(theta)
-    scale = 1.0 / f0 if np.isfinite(f0) and f0 > 0 else 1.0
-    res = minimize(lambda t: tuple(v * scale for v in fg(t)), theta, jac=True, method="L-BFGS-B",
-                   bounds=list(zip(lower, upper)),
-                   options=dict(ftol=1e-15, gtol=1e-12, maxiter=5000, maxcor=20))
-    f1 = res.fun / scale
-    if np.isfinite(f1) and f1 <= f0:
-        return np.asarray(res.x, float), float(f1), bool(res.success), str(res.message)
-    return theta, float(f0), bool(res.success), str(res.message)
 
 
 def bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator,

@@ -1,0 +1,180 @@
+"""Scaling laws fitted to runs: the public entry point of the fitter (no torch, no plotly).
+
+    from planner.laws import fit_law, fit_groups, FitResult, LAWS
+    res = fit_law("chinchilla", df, bootstrap=1000, seed=0, exclude_highest_loss=5)
+
+Laws (each cites its source in its module):
+- ``chinchilla``: L = E + A/N^α + B/D^β, Huber δ = 1e-3 on ln L (Hoffmann et al. 2022;
+  Besiroglu et al. 2024) — :mod:`planner.fit.chinchilla`;
+- ``compute``: L(C) = E + A·C^(−a), the compute frontier of one group — :mod:`planner.fit.compute`;
+- ``shape``: loss over non-embedding params P, tokens D and N:L for one parameterization, the
+  form chosen by held-out error — :mod:`planner.fit.shape`;
+- ``isoflop``: Chinchilla approach 2, N* = n_coef·C^a and D* = d_coef·C^b from per-budget
+  parabola minima — :mod:`planner.fit.isoflop`.
+
+``df`` is a pandas DataFrame with the run database's canonical columns (``n_params``,
+``n_tokens``, ``flops``, ``loss``, ``n_embd``, ``n_layer``, ``parameterization``, ...). A law is
+fitted to one group of runs; :func:`fit_groups` splits a frame into the groups a law is
+defined on (per parameterization; ``compute`` also per N:L) and fits each.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from planner.errors import CpPlanError
+from planner.fit.chinchilla import ChinchillaLaw
+from planner.fit.compute import ComputeLaw
+from planner.fit.isoflop import IsoflopLaw
+from planner.fit.result import FitResult
+from planner.fit.shape import ShapeLaw
+
+LAWS = {law.name: law for law in (ChinchillaLaw(), ComputeLaw(), ShapeLaw(), IsoflopLaw())}
+
+__all__ = ["LAWS", "FitResult", "fit_law", "fit_groups", "group_keys"]
+
+
+def _law(name: str):
+    if name not in LAWS:
+        raise CpPlanError(f"unknown law {name!r}; choose one of {', '.join(LAWS)}")
+    return LAWS[name]
+
+
+def _param_key(parameterization, alpha) -> str:
+    """Group key of a parameterization; a depth-α other than the presets carries its α."""
+    p = "all" if parameterization is None or (isinstance(parameterization, float) and math.isnan(parameterization)) \
+        else str(parameterization)
+    if p == "depth-alpha" and alpha is not None and not (isinstance(alpha, float) and math.isnan(alpha)):
+        return f"depth-alpha:{float(alpha):g}"
+    return p
+
+
+def _ratio_groups(ratio: np.ndarray, tol: float) -> tuple[np.ndarray, list[str]]:
+    """Cluster N:L values whose neighbours differ by less than a factor (1 + tol); each cluster
+    is named by its median ratio (3 significant digits)."""
+    lr = np.log(ratio)
+    order = np.argsort(lr, kind="stable")
+    labels = np.empty(ratio.size, dtype=int)
+    g = 0
+    for j, i in enumerate(order):
+        if j and lr[i] - lr[order[j - 1]] > math.log1p(tol):
+            g += 1
+        labels[i] = g
+    names = [f"ratio={float(np.median(ratio[labels == k])):.3g}" for k in range(g + 1)]
+    return labels, names
+
+
+def group_keys(law: str, df, ratio_tol: float = 0.15) -> list[str]:
+    """The group each run belongs to for ``law``: its parameterization (with α for a custom
+    depth-α), and for ``compute`` also its N:L cluster (ratios within ``ratio_tol`` of a
+    neighbour share a cluster, so rounding of widths and depths does not split a family)."""
+    _law(law)
+    n = len(df)
+    if "parameterization" in df.columns:
+        alphas = df["alpha"].tolist() if "alpha" in df.columns else [None] * n
+        keys = [_param_key(p, a) for p, a in zip(df["parameterization"].tolist(), alphas)]
+    else:
+        keys = ["all"] * n
+    if law == "compute" and {"n_embd", "n_layer"} <= set(df.columns):
+        ratio = df["n_embd"].to_numpy(dtype=float, na_value=np.nan) / df["n_layer"].to_numpy(dtype=float, na_value=np.nan)
+        if np.isfinite(ratio).all() and (ratio > 0).all() and n:
+            out = list(keys)
+            for k in sorted(set(keys)):
+                idx = [i for i, kk in enumerate(keys) if kk == k]
+                labels, names = _ratio_groups(ratio[idx], ratio_tol)
+                for i, lab in zip(idx, labels):
+                    out[i] = f"{k}/{names[lab]}"
+            keys = out
+    return keys
+
+
+def _exclude_highest(df, k) -> tuple[object, dict]:
+    """Drop the ``k`` highest-loss runs (Epoch drop Chinchilla's 5 highest: Besiroglu et al. 2024 §2)."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0:
+        raise CpPlanError(f"exclude_highest_loss={k!r} must be a non-negative integer")
+    if k == 0:
+        return df, {}
+    if "loss" not in df.columns:
+        raise CpPlanError("--exclude-highest-loss needs a loss column")
+    if k >= len(df) - 1:
+        raise CpPlanError(f"--exclude-highest-loss {k} would leave {max(len(df) - k, 0)} of {len(df)} runs; use a smaller K")
+    loss = df["loss"].to_numpy(dtype=float, na_value=np.nan)
+    order = np.argsort(-np.where(np.isfinite(loss), loss, -np.inf), kind="stable")[:k]
+    dropped = {"excluded_highest_loss": int(k), "excluded_losses": [float(loss[i]) for i in order]}
+    if "run_id" in df.columns:
+        dropped["excluded_run_ids"] = [str(v) for v in df["run_id"].to_numpy()[order]]
+    return df.drop(index=df.index[order]).reset_index(drop=True), dropped
+
+
+def fit_law(law: str, df, bootstrap: int = 0, seed: int = 0, **opts) -> FitResult:
+    """Fit ``law`` to the runs in ``df`` (one group: see :func:`group_keys`).
+
+    ``bootstrap`` refits give standard errors, percentile intervals and prediction intervals;
+    results are deterministic given ``seed``. Options: ``exclude_highest_loss`` (drop the K
+    highest-loss runs first, as Epoch do), ``level`` (interval level, 0.95), ``delta`` (Huber
+    scale; None = least squares), and those documented on each law's ``fit``. Raises
+    CpPlanError naming the problem and the fix.
+    """
+    obj = _law(law)
+    if df is None or not hasattr(df, "columns"):
+        raise CpPlanError(f"fit_law needs a pandas DataFrame of runs, got {type(df).__name__}")
+    if len(df) == 0:
+        raise CpPlanError(f"no runs to fit the {law} law to; train or import runs, or loosen --where")
+    if len(df) == 1:
+        raise CpPlanError(f"only 1 run to fit the {law} law to; a law needs several runs (train more, or loosen --where)")
+    keys = sorted(set(group_keys(law, df)))
+    if len(keys) > 1:
+        raise CpPlanError(
+            f"the runs span {len(keys)} groups ({', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}); "
+            f"a {law} law is fitted to one: filter them (--where parameterization=...) or use fit_groups")
+    df, excluded = _exclude_highest(df, opts.pop("exclude_highest_loss", 0))
+    res = obj.fit(df, bootstrap=bootstrap, seed=seed, **opts)
+    meta = dict(res.meta)
+    meta.update(excluded)
+    meta.setdefault("law", law)
+    meta["group"] = keys[0]
+    if "parameterization" in df.columns and df["parameterization"].notna().any():
+        meta["parameterization"] = str(df["parameterization"].dropna().iloc[0])
+    return _with_meta(res, meta)
+
+
+def fit_groups(law: str, df, bootstrap: int = 0, seed: int = 0, ratio_tol: float = 0.15,
+               **opts) -> tuple[dict[str, FitResult], dict[str, str]]:
+    """Fit ``law`` to each group of ``df`` (:func:`group_keys`); ``exclude_highest_loss`` applies
+    within each group. Returns (results by group, reasons by group for the groups that could
+    not be fitted). Raises when none could."""
+    _law(law)
+    if df is None or len(df) == 0:
+        raise CpPlanError(f"no runs to fit the {law} law to; train or import runs, or loosen --where")
+    if len(df) == 1:
+        raise CpPlanError(f"only 1 run to fit the {law} law to; a law needs several runs (train more, or loosen --where)")
+    keys = np.array(group_keys(law, df, ratio_tol))
+    exclude = opts.pop("exclude_highest_loss", 0)
+    results, skipped = {}, {}
+    for key in sorted(set(keys)):
+        sub = df[keys == key].reset_index(drop=True)
+        try:
+            sub, excluded = _exclude_highest(sub, exclude)
+            res = _law(law).fit(sub, bootstrap=bootstrap, seed=seed, **opts)
+        except CpPlanError as exc:
+            skipped[key] = str(exc)
+            continue
+        meta = dict(res.meta)
+        meta.update(excluded)
+        meta.setdefault("law", law)
+        meta["group"] = key
+        if "parameterization" in sub.columns and sub["parameterization"].notna().any():
+            meta["parameterization"] = str(sub["parameterization"].dropna().iloc[0])
+        results[key] = _with_meta(res, meta)
+    if not results:
+        detail = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise CpPlanError(f"could not fit the {law} law to any group of runs ({detail})")
+    return results, skipped
+
+
+def _with_meta(res: FitResult, meta: dict) -> FitResult:
+    from dataclasses import replace
+
+    return replace(res, meta=meta)

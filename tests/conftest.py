@@ -1,0 +1,46 @@
+"""Shared fixtures: a scratch PostgreSQL database per test when a server is available.
+
+`.ci/run` starts a throw-away PostgreSQL server on loopback and exports CP_PLAN_TEST_PG_URL
+(e.g. postgresql://postgres@127.0.0.1:54329/postgres); without it the PostgreSQL variants of the
+database tests are skipped, with that reason shown in pytest's summary (`-rs`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+PG_URL = os.environ.get("CP_PLAN_TEST_PG_URL", "").strip()
+PG_SKIP_REASON = ("PostgreSQL tests need a server: set CP_PLAN_TEST_PG_URL=postgresql://user@host:port/db "
+                  "(.ci/run starts one and sets it)")
+
+
+def pytest_report_header(config):
+    return f"PostgreSQL tests: {'against ' + PG_URL if PG_URL else 'skipped (CP_PLAN_TEST_PG_URL not set)'}"
+
+
+@pytest.fixture
+def pg_url():
+    """The URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    if not PG_URL:
+        pytest.skip(PG_SKIP_REASON)
+    import sqlalchemy as sa
+
+    base = sa.make_url(PG_URL).set(drivername="postgresql+psycopg")
+    name = f"cp_plan_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"CP_PLAN_TEST_PG_URL is set but the server is unusable: {str(exc.orig).splitlines()[0]}")
+    url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
