@@ -282,6 +282,9 @@ def runs_import(
         typer.echo(f"  flops derived as 6 n_params n_tokens for {plan.derived_flops} row(s)")
     if plan.extra_columns:
         typer.echo(f"  kept extra columns: {', '.join(plan.extra_columns)}")
+    if len(plan.flop_conventions) > 1:
+        typer.echo("  note: rows use several FLOP conventions, each stored with its row: "
+                   + ", ".join(f"{c!r} ({n} rows)" for c, n in plan.flop_conventions))
 
 
 # ---------------------------------------------------------------- train (trainer)
@@ -400,6 +403,37 @@ WorkersOpt = Annotated[int, typer.Option("--workers", help="Runs trained at once
 ParamsListOpt = Annotated[str, typer.Option("--parameterizations", help="Comma list: sp,mup,completep,alpha0.5 (depth-alpha needs --alpha).")]
 
 
+class Launcher(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
+LauncherOpt = Annotated[Launcher, typer.Option("--launcher", help="Where workers run: local processes, or Slurm jobs (submitit; pip install 'cp-plan[cluster]').")]
+PartitionOpt = Annotated[Optional[str], typer.Option("--partition", help="Slurm partition for the worker jobs.")]
+TimeOpt = Annotated[str, typer.Option("--time", help="Slurm time limit per worker job: minutes or H:MM:SS.")]
+GpusOpt = Annotated[int, typer.Option("--gpus-per-node", min=0, help="GPUs per Slurm worker job (each worker trains one run at a time).")]
+SlurmDirOpt = Annotated[Optional[str], typer.Option("--slurm-folder", help="Where submitit keeps job scripts and logs (default: slurm-logs/<sweep id>).")]
+WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Slurm: wait for the workers and report each run (default), or return after submitting.")]
+LeaseOpt = Annotated[float, typer.Option("--lease-s", help="Seconds a silent worker keeps its run before another worker may take it over.")]
+CkptDirOpt = Annotated[Optional[str], typer.Option("--checkpoint-dir", help="Checkpoint root (default data/checkpoints); shared by all workers to resume each other's runs.")]
+
+
+def _launch(planned, db, sweep: str, sweep_id: str, workers: int, launcher: Launcher, partition, time_limit: str,
+            gpus_per_node: int, slurm_folder, wait: bool, lease_s: float) -> dict:
+    """Run a planned sweep with the chosen launcher (trainer.sweep.run_sweep)."""
+    from planner.db import RunDB
+    from trainer.sweep import run_sweep
+
+    slurm = None
+    if launcher == Launcher.slurm:
+        from trainer.cluster import parse_time_min
+
+        slurm = dict(folder=slurm_folder or str(Path("slurm-logs") / sweep_id), partition=partition,
+                     time_min=parse_time_min(time_limit), gpus_per_node=gpus_per_node, job_name=f"cp-plan-{sweep_id}")
+    return run_sweep(planned, RunDB(db), sweep, sweep_id, workers, launcher=launcher.value, lease_s=lease_s,
+                     slurm=slurm, wait=wait)
+
+
 def _print_counts(counts: dict, json_out: bool) -> None:
     if json_out:
         _emit_json(counts)
@@ -418,22 +452,25 @@ def sweep_shape(
     lr: LrOpt = 1e-2, batch_size: BatchOpt = 32, seq_len: SeqOpt = 64, seed: SeedOpt = 0,
     corpus: CorpusOpt = "kjv", device: DeviceOpt = "auto", dtype: DtypeOpt = "float32",
     workers: WorkersOpt = 1, sweep_id: Annotated[Optional[str], typer.Option(help="Name recorded with each run.")] = None,
+    launcher: LauncherOpt = Launcher.local, partition: PartitionOpt = None, time_limit: TimeOpt = "4:00:00",
+    gpus_per_node: GpusOpt = 1, slurm_folder: SlurmDirOpt = None, wait: WaitOpt = True, lease_s: LeaseOpt = 300.0,
+    checkpoint_dir: CkptDirOpt = None,
     db: DbOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Fixed-P width:depth sweep: one run per (parameterization, N:L), tpp·P tokens each."""
     _need_torch()
-    from planner.db import RunDB
-    from trainer.sweep import parse_list, parse_parameterizations, run_sweep, shape_sweep
+    from trainer.sweep import parse_list, parse_parameterizations, shape_sweep
 
     if not (math.isfinite(params) and params > 0):
         raise CpPlanError(f"--params {params} must be a positive number of non-embedding parameters, e.g. 1e6")
     base = _base_train_config(n_embd=base_n_embd, n_layer=base_n_layer, d_head=d_head,
                               base_n_embd=base_n_embd, base_n_layer=base_n_layer, lr=lr,
                               batch_size=batch_size, seq_len=seq_len, seed=seed, corpus=corpus,
-                              device=device, dtype=dtype)
+                              device=device, dtype=dtype, checkpoint_dir=checkpoint_dir)
     planned = shape_sweep(base, params, parse_list(ratios, float, "--ratios"),
                           parse_parameterizations(parameterizations, alpha), tpp)
-    counts = run_sweep(planned, RunDB(db), "shape", sweep_id or f"shape-P{params:.3g}", workers)
+    counts = _launch(planned, db, "shape", sweep_id or f"shape-P{params:.3g}", workers, launcher, partition,
+                     time_limit, gpus_per_node, slurm_folder, wait, lease_s)
     _print_counts(counts, json_out)
 
 
@@ -449,24 +486,27 @@ def sweep_lr(
     batch_size: BatchOpt = 32, seq_len: SeqOpt = 64, seed: SeedOpt = 0,
     corpus: CorpusOpt = "kjv", device: DeviceOpt = "auto", dtype: DtypeOpt = "float32",
     workers: WorkersOpt = 1, sweep_id: Annotated[Optional[str], typer.Option(help="Name recorded with each run.")] = None,
+    launcher: LauncherOpt = Launcher.local, partition: PartitionOpt = None, time_limit: TimeOpt = "4:00:00",
+    gpus_per_node: GpusOpt = 1, slurm_folder: SlurmDirOpt = None, wait: WaitOpt = True, lease_s: LeaseOpt = 300.0,
+    checkpoint_dir: CkptDirOpt = None,
     db: DbOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """LR-transfer sweep: an LR grid × depths (or widths) with the base HPs otherwise fixed."""
     _need_torch()
-    from planner.db import RunDB
-    from trainer.sweep import lr_sweep, parse_list, parse_parameterizations, run_sweep
+    from trainer.sweep import lr_sweep, parse_list, parse_parameterizations
 
     if not (math.isfinite(n_tokens) and n_tokens >= 1):
         raise CpPlanError(f"--n-tokens {n_tokens} must be a positive token count, e.g. 1e6")
     base = _base_train_config(n_embd=base_n_embd, n_layer=base_n_layer, d_head=d_head,
                               base_n_embd=base_n_embd, base_n_layer=base_n_layer,
                               batch_size=batch_size, seq_len=seq_len, seed=seed, corpus=corpus,
-                              device=device, dtype=dtype, n_tokens=int(n_tokens))
+                              device=device, dtype=dtype, n_tokens=int(n_tokens), checkpoint_dir=checkpoint_dir)
     planned = lr_sweep(base, parse_list(lrs, float, "--lrs"),
                        parse_list(depths, int, "--depths") if depths else None,
                        parse_list(widths, int, "--widths") if widths else None,
                        parse_parameterizations(parameterizations, alpha))
-    counts = run_sweep(planned, RunDB(db), "lr", sweep_id or "lr-transfer", workers)
+    counts = _launch(planned, db, "lr", sweep_id or "lr-transfer", workers, launcher, partition,
+                     time_limit, gpus_per_node, slurm_folder, wait, lease_s)
     _print_counts(counts, json_out)
 
 

@@ -586,33 +586,49 @@ class RunDB:
           'failed' run, or an abandoned 'running' one, so it resumes from its checkpoint), with
           its attempts reset, or else a new row.
         """
+        return self.enqueue_many([(config, config_hash, fields)])[0]
+
+    def enqueue_many(self, items: list[tuple[dict, str, dict]]) -> list[tuple[str, str]]:
+        """:meth:`enqueue` for a whole sweep (``(config, config_hash, fields)`` triples) in one
+        transaction: the sweep is queued entirely or not at all."""
         self._need_revision("enqueue")
-        new_row = self._new_run_row(config, config_hash, fields, "enqueue")
-        new_row.update(status="pending", worker=None, lease_expires_at=None, attempts=0)
+        new_rows = []
+        for config, config_hash, fields in items:
+            row = self._new_run_row(config, config_hash, dict(fields), "enqueue")
+            row.update(status="pending", worker=None, lease_expires_at=None, attempts=0)
+            new_rows.append(row)
+        c = runs_table.c
+        out = []
         with self._tx(write=True) as conn:
-            if self.backend == "postgresql":  # serialize enqueues of one config across processes
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key(config_hash)})
+            if self.backend == "postgresql":  # serialize enqueues of a config across processes
+                for h in sorted({r["config_hash"] for r in new_rows}):
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key(h)})
             now = _now()
-            rows = conn.execute(
-                sa.select(runs_table.c.run_id, runs_table.c.status, runs_table.c.worker,
-                          runs_table.c.lease_expires_at, runs_table.c.updated_at)
-                .where(runs_table.c.config_hash == config_hash)
-                .order_by(runs_table.c.seq.desc(), runs_table.c.run_id.desc())).all()
-            for r in rows:
-                if r.status in ("done", "diverged"):
-                    return r.run_id, "skipped"
-            for r in rows:
-                if r.status == "running" and not _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now):
-                    return r.run_id, "held"
-            for r in rows:
-                if r.status in ("pending", "failed", "running"):
-                    conn.execute(sa.update(runs_table).where(runs_table.c.run_id == r.run_id).values(
-                        status="pending", worker=None, lease_expires_at=None, attempts=0,
-                        sweep=new_row.get("sweep"), sweep_id=new_row.get("sweep_id"),
-                        updated_at=now, rev=runs_table.c.rev + 1))
-                    return r.run_id, "queued"
-            conn.execute(sa.insert(runs_table).values(**new_row))
-            return new_row["run_id"], "queued"
+            for new_row in new_rows:
+                rows = conn.execute(
+                    sa.select(c.run_id, c.status, c.worker, c.lease_expires_at, c.updated_at)
+                    .where(c.config_hash == new_row["config_hash"])
+                    .order_by(c.seq.desc(), c.run_id.desc())).all()
+                out.append(self._enqueue_one(conn, new_row, rows, now))
+        return out
+
+    @staticmethod
+    def _enqueue_one(conn, new_row: dict, rows, now: str) -> tuple[str, str]:
+        for r in rows:
+            if r.status in ("done", "diverged"):
+                return r.run_id, "skipped"
+        for r in rows:
+            if r.status == "running" and not _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now):
+                return r.run_id, "held"
+        for r in rows:
+            if r.status in ("pending", "failed", "running"):
+                conn.execute(sa.update(runs_table).where(runs_table.c.run_id == r.run_id).values(
+                    status="pending", worker=None, lease_expires_at=None, attempts=0,
+                    sweep=new_row.get("sweep"), sweep_id=new_row.get("sweep_id"),
+                    updated_at=now, rev=runs_table.c.rev + 1))
+                return r.run_id, "queued"
+        conn.execute(sa.insert(runs_table).values(**new_row))
+        return new_row["run_id"], "queued"
 
     def claim(self, worker: str, lease_s: float = DEFAULT_LEASE_S, *, config_hashes=None,
               sweep_id: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> dict | None:

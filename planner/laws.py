@@ -42,6 +42,17 @@ def _law(name: str):
     return LAWS[name]
 
 
+def _check_opts(name: str, opts: dict) -> None:
+    """Unknown keyword options are refused (not ignored), naming the ones the law takes."""
+    import inspect
+
+    allowed = [p for p in inspect.signature(_law(name).fit).parameters if p not in ("df", "bootstrap", "seed")]
+    unknown = sorted(set(opts) - set(allowed) - {"exclude_highest_loss"})
+    if unknown:
+        raise CpPlanError(f"unknown option(s) {', '.join(unknown)} for the {name} law; it takes "
+                          f"{', '.join(allowed + ['exclude_highest_loss'])}")
+
+
 def _param_key(parameterization, alpha) -> str:
     """Group key of a parameterization; a depth-α other than the presets carries its α."""
     p = "all" if parameterization is None or (isinstance(parameterization, float) and math.isnan(parameterization)) \
@@ -118,6 +129,7 @@ def fit_law(law: str, df, bootstrap: int = 0, seed: int = 0, **opts) -> FitResul
     CpPlanError naming the problem and the fix.
     """
     obj = _law(law)
+    _check_opts(law, opts)
     if df is None or not hasattr(df, "columns"):
         raise CpPlanError(f"fit_law needs a pandas DataFrame of runs, got {type(df).__name__}")
     if len(df) == 0:
@@ -145,7 +157,7 @@ def fit_groups(law: str, df, bootstrap: int = 0, seed: int = 0, ratio_tol: float
     """Fit ``law`` to each group of ``df`` (:func:`group_keys`); ``exclude_highest_loss`` applies
     within each group. Returns (results by group, reasons by group for the groups that could
     not be fitted). Raises when none could."""
-    _law(law)
+    _check_opts(law, opts)
     if df is None or len(df) == 0:
         raise CpPlanError(f"no runs to fit the {law} law to; train or import runs, or loosen --where")
     if len(df) == 1:
@@ -169,8 +181,14 @@ def fit_groups(law: str, df, bootstrap: int = 0, seed: int = 0, ratio_tol: float
             meta["parameterization"] = str(sub["parameterization"].dropna().iloc[0])
         results[key] = _with_meta(res, meta)
     if not results:
-        detail = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        raise CpPlanError(f"could not fit the {law} law to any group of runs ({detail})")
+        # one line: distinct reasons once each (groups often fail alike), the groups named
+        by_reason: dict[str, list[str]] = {}
+        for k, v in skipped.items():
+            by_reason.setdefault(v, []).append(k)
+        parts = [f"{', '.join(ks[:3])}{f' and {len(ks) - 3} more' if len(ks) > 3 else ''}: {why}"
+                 for why, ks in list(by_reason.items())[:2]]
+        more = f"; and {len(by_reason) - 2} other reasons" if len(by_reason) > 2 else ""
+        raise CpPlanError(f"could not fit the {law} law to any of {len(skipped)} group(s) of runs ({'; '.join(parts)}{more})")
     return results, skipped
 
 

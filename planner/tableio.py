@@ -126,6 +126,8 @@ def to_number(v: Any) -> float | None:
         return None if math.isnan(x) else x
     try:
         x = float(v)
+    except OverflowError:  # an integer beyond any float
+        raise BadValue("is too large to be a number (beyond 1.8e308)") from None
     except (TypeError, ValueError):
         raise BadValue(f"has type {type(v).__name__}, not a number") from None
     return None if math.isnan(x) else x
@@ -349,9 +351,17 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
     loss > 0; a 'diverged' or 'failed' row may have none (a non-finite loss there is stored as
     missing). Every problem in the table is collected and the first few reported, naming row
     (1-based, header not counted), column and value, so one round of fixes suffices.
+
+    Documented coercions: numeric strings become numbers, integral floats integers; a
+    non-finite loss of a 'diverged'/'failed' row is stored as missing; FLOP conventions are
+    per row, so a table mixing them imports each row under its own (counted in
+    ``ImportPlan.flop_conventions`` and reported by ``cp-plan runs import``); the fitters
+    record which conventions a fit used.
     """
     source = check_source(source)
     cols = [str(c) for c in df.columns]
+    if list(df.columns) != cols:  # e.g. integer column labels from an API caller
+        df = df.set_axis(cols, axis=1)
     if len(set(cols)) != len(cols):
         dup = next(c for c in cols if cols.count(c) > 1)
         raise CpPlanError(f"the table has two columns named {dup!r}; rename or drop one")

@@ -255,7 +255,7 @@ def build_report(db, laws=None, plan=None, *, tolerance: float = 0.01, notes: li
             **(meta or {})}
 
     shape = an.with_ratio(an.of_sweep(runs, "shape"))
-    shape["scale_params"] = an.scale_groups(shape["n_params"]) if len(shape) else pd.Series(dtype=float)
+    shape["scale_params"] = an.shape_scales(shape) if len(shape) else pd.Series(dtype=float)
     curves = savings = None
     if laws is not None and laws.laws:
         meta.setdefault("laws", f"shape laws for {', '.join(map(an.param_label, an.sorted_params(laws.laws)))} "

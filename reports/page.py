@@ -134,7 +134,7 @@ def section_shape(runs: pd.DataFrame, shape_curves: pd.DataFrame | None, toleran
     if shape.empty:
         return _section("shape", _empty("shape-sweep runs", "Run <code>cp-plan sweep shape --params P "
                         "--ratios 4,8,16,32,64,128 --parameterizations sp,mup,completep</code>."))
-    shape["scale_params"] = an.scale_groups(shape["n_params"])
+    shape["scale_params"] = an.shape_scales(shape)
     parts = [_note(
         "Each panel is one fixed non-embedding scale P (shapes with the same P and tokens = "
         "tokens-per-parameter × P). Points are measured final validation losses, lines the fitted "

@@ -68,7 +68,7 @@ def build_summary(db, laws=None, tolerance: float = 0.01) -> str:
     dtypes = sorted(map(str, runs.get("dtype", pd.Series(dtype=str)).dropna().unique()))
     wall_h = float(pd.to_numeric(runs.get("wall_s"), errors="coerce").sum()) / 3600
     shape = an.with_ratio(an.of_sweep(runs, "shape"))
-    shape["scale_params"] = an.scale_groups(shape["n_params"]) if len(shape) else pd.Series(dtype=float)
+    shape["scale_params"] = an.shape_scales(shape) if len(shape) else pd.Series(dtype=float)
     scales = sorted(shape["scale_params"].dropna().unique()) if len(shape) else []
     tpp = an.tokens_per_param(shape) if len(shape) else []
     lines += [

@@ -121,8 +121,16 @@ def train_claimed(db: RunDB, run: dict, worker: str, lease_s: float, progress: b
         db.finish_run(run_id, "failed", reason=reason, lease_holder=worker)
         return {"run_id": run_id, "status": "failed", "reason": reason, "loss": None}
     with Heartbeat(db, run_id, worker, lease_s) as hb:
-        return train_run(cfg, FencedDB(db, run_id, worker, lease_s, hb), progress=progress, resume=True,
-                         sweep=run.get("sweep") or "single", sweep_id=run.get("sweep_id"), run_id=run_id)
+        try:
+            return train_run(cfg, FencedDB(db, run_id, worker, lease_s, hb), progress=progress, resume=True,
+                             sweep=run.get("sweep") or "single", sweep_id=run.get("sweep_id"), run_id=run_id)
+        except CpPlanError as exc:  # refused before training (corpus missing, no such device, ...)
+            reason = str(exc)
+            try:
+                db.finish_run(run_id, "failed", reason=reason, lease_holder=worker)
+            except LeaseLost:
+                pass
+            return {"run_id": run_id, "status": "failed", "reason": reason, "loss": None}
 
 
 def worker_loop(db: RunDB, *, config_hashes=None, sweep_id: str | None = None,

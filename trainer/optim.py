@@ -39,10 +39,23 @@ def param_groups(model: nn.Module, rules: Rules) -> list[dict]:
 
 def build_optimizer(model: nn.Module, rules: Rules, betas: tuple[float, float] = (0.9, 0.95),
                     device_type: str = "cpu") -> torch.optim.AdamW:
-    """torch.optim.AdamW over :func:`param_groups` (fused kernel on CUDA, foreach elsewhere)."""
-    fused = device_type == "cuda"
-    return torch.optim.AdamW(param_groups(model, rules), betas=betas, fused=fused,
-                             foreach=None if fused else True)
+    """torch.optim.AdamW over :func:`param_groups`.
+
+    Uses the fused kernel where torch has one for the device (CUDA; CPU since torch 2.4, where it
+    is ~3× faster than ``foreach`` and makes six groups cost no more than two), else ``foreach``.
+    """
+    if device_type in _fused_devices():
+        return torch.optim.AdamW(param_groups(model, rules), betas=betas, fused=True)
+    return torch.optim.AdamW(param_groups(model, rules), betas=betas, foreach=True)
+
+
+def _fused_devices() -> tuple[str, ...]:
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return tuple(_get_fused_kernels_supported_devices())
+    except ImportError:  # older torch: fused AdamW is CUDA-only
+        return ("cuda",)
 
 
 def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str = "linear") -> float:

@@ -5,9 +5,11 @@ the run database already holds):
 
 1. a base-LR scan at the base shape (all parameterizations coincide there, PARAMETERIZATION.md);
    the best grid LR becomes η_base for everything after it;
-2. fixed-P shape sweeps (SP, μP, CompleteP at every P; α = 0.5 at one P), tpp tokens per param;
-3. LR transfer across depth at the base width and a fixed token budget (μP, CompleteP, SP);
-4. coordinate checks across depth and width, recorded in the database.
+2. coordinate checks across depth and width, recorded in the database;
+3. fixed-P shape sweeps (SP, μP, CompleteP at every P; α = 0.5 at one P), tpp tokens per param,
+   all but the largest P;
+4. LR transfer across depth at the base width and a fixed token budget (μP, CompleteP);
+5. the shape sweep at the largest P.
 
 Scales are data (``SCALES``), so a larger machine adds one entry rather than code.
 """
@@ -53,11 +55,11 @@ SCALES: dict[str, Scale] = {
         lr_depths=(2, 4), lr_tokens=50_000, lr_parameterizations=("mup", "completep"),
         coord_depths=(2, 8), coord_widths=(32, 64), coord_steps=3, tpp=5.0, batch_size=16,
         seq_len=32, base_n_embd=32),
-    # The shipped default database: about two hours on 2 CPU cores.
+    # The shipped default database: about two hours on 2 otherwise idle CPU cores.
     "cpu": Scale(
-        name="cpu", params=(5e4, 1e5, 2e5), ratios=(2, 4, 8, 16, 32, 64, 128),
-        alpha05_params=(1e5,), lrs=(2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2),
-        lr_depths=(2, 4, 8, 16), lr_tokens=500_000),
+        name="cpu", params=(2.5e4, 5e4, 1e5), ratios=(2, 4, 8, 16, 32, 64, 128),
+        alpha05_params=(5e4,), lrs=(2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2),
+        lr_depths=(2, 4, 8, 16), lr_tokens=500_000, lr_parameterizations=("mup", "completep")),
     # A GPU: ~1M–30M non-embedding parameters, bf16.
     "gpu": Scale(
         name="gpu", params=(1e6, 3e6, 1e7, 3e7), ratios=(4, 8, 16, 32, 64, 128, 256),
@@ -117,17 +119,16 @@ def run_reproduction(scale: Scale, db, workers: int = 1, only: tuple[str, ...] |
     summary["base_lr_losses"] = losses
     log(f"η_base = {lr:g} (final loss per grid LR: {', '.join(f'{k:g}: {v:.4f}' for k, v in losses.items())})")
     base = base_config(scale, lr=lr)
-    if "shape" in steps:
-        for p in scale.params:
-            names = [("sp", None), ("mup", None), ("completep", 1.0)]
-            if p in scale.alpha05_params:
-                names.append(("alpha0.5", 0.5))
-            planned = shape_sweep(base, p, list(scale.ratios), names, scale.tpp)
-            summary[f"shape-P{p:.3g}"] = run_sweep(planned, db, "shape", f"shape-P{p:.3g}", workers, log=log)
-    if "lr" in steps:
-        names = [(n, 1.0 if n == "completep" else None) for n in scale.lr_parameterizations]
-        planned = lr_sweep(base, list(scale.lrs), list(scale.lr_depths), None, names)
-        summary["lr-transfer"] = run_sweep(planned, db, "lr", "lr-transfer", workers, log=log)
+
+    def shape_step(p):
+        names = [("sp", None), ("mup", None), ("completep", 1.0)]
+        if p in scale.alpha05_params:
+            names.append(("alpha0.5", 0.5))
+        planned = shape_sweep(base, p, list(scale.ratios), names, scale.tpp)
+        summary[f"shape-P{p:.3g}"] = run_sweep(planned, db, "shape", f"shape-P{p:.3g}", workers, log=log)
+
+    # Cheap steps first and the most expensive (the largest P) last, so an interrupted plan has
+    # every experiment at some scale; a rerun resumes where it stopped.
     if "coord" in steps:
         names = [("mup", None), ("alpha0.5", 0.5), ("completep", 1.0)]
         existing = db.coord_rows()
@@ -142,4 +143,14 @@ def run_reproduction(scale: Scale, db, workers: int = 1, only: tuple[str, ...] |
             rows = coord_check(cfg, names, widths, depths, scale.coord_steps, axis, log=log)
             db.add_coord_rows(rows)
             summary[f"coord-{axis}"] = len(rows)
+    params = sorted(scale.params)
+    if "shape" in steps:
+        for p in params[:-1]:
+            shape_step(p)
+    if "lr" in steps:
+        names = [(n, 1.0 if n == "completep" else None) for n in scale.lr_parameterizations]
+        planned = lr_sweep(base, list(scale.lrs), list(scale.lr_depths), None, names)
+        summary["lr-transfer"] = run_sweep(planned, db, "lr", "lr-transfer", workers, log=log)
+    if "shape" in steps:
+        shape_step(params[-1])
     return summary

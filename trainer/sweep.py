@@ -138,22 +138,23 @@ def run_sweep(planned: list[PlannedRun], db, sweep: str, sweep_id: str, workers:
             log(f"warning: Slurm workers on other nodes must reach {db.display}; SQLite needs a local disk "
                 "(not NFS/Lustre/GPFS): share a PostgreSQL database instead (--db postgresql://...)")
 
-    labels: dict[str, str] = {}
-    skipped, held = 0, 0
+    labels: dict[str, str | None] = {}
+    items = []
     for run in planned:
         cfg = run.config
         h = cfg.config_hash()
-        if h in labels:
-            skipped += 1
-            continue
-        _, state = db.enqueue(cfg.to_dict(), h, sweep=sweep, sweep_id=sweep_id, n_params=cfg.n_params,
-                              n_head=cfg.n_head, vocab_size=cfg.vocab_size, steps=cfg.steps)
+        if h not in labels:  # the same config planned twice is trained once
+            labels[h] = run.label
+            items.append((cfg.to_dict(), h, dict(sweep=sweep, sweep_id=sweep_id, n_params=cfg.n_params,
+                                                 n_head=cfg.n_head, vocab_size=cfg.vocab_size, steps=cfg.steps)))
+    states = db.enqueue_many(items)  # the whole sweep is queued, or nothing
+    skipped = len(planned) - len(items)
+    held = 0
+    for (_, h, _), (_, state) in zip(items, states):
         if state == "skipped":
             skipped += 1
             labels[h] = None
-        else:
-            held += state == "held"
-            labels[h] = run.label
+        held += state == "held"
     todo = [h for h, label in labels.items() if label is not None]
     counts = {"planned": len(planned), "skipped": skipped, "done": 0, "diverged": 0, "failed": 0, "pending": 0}
     log(f"sweep {sweep_id}: {len(planned)} planned, {skipped} already in the database, {len(todo)} to train"

@@ -104,12 +104,24 @@ def run_fields(cfg: TrainConfig, corpus: Corpus, device: torch.device, sweep: st
 
 
 # ---------------------------------------------------------------------------- checkpoints
+def previous_checkpoint(path: Path) -> Path:
+    return path.with_name(path.name + ".prev")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic write: a temporary file in the same folder, then os.replace."""
+    """Atomic write that keeps the previous checkpoint: the state goes to a temporary file in the
+    same folder (flushed to disk), the current checkpoint becomes ``<name>.prev``, and the
+    temporary file replaces it (os.replace). A checkpoint damaged on disk later, or a crash
+    between the two renames, leaves the previous good one to resume from."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, previous_checkpoint(path))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -117,18 +129,26 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path, cfg: TrainConfig) -> dict | None:
-    """The checkpoint for ``cfg`` at ``path``, or None if there is none or it is unusable."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # unreadable: start over rather than crash a sweep
-        print(f"cp-plan: ignoring unreadable checkpoint {path}: {exc}", file=sys.stderr)
-        return None
-    if state.get("config_hash") != cfg.config_hash():
-        print(f"cp-plan: ignoring checkpoint {path}: it belongs to another config", file=sys.stderr)
-        return None
-    return state
+    """The checkpoint for ``cfg`` at ``path``, else its ``.prev`` (when the newer one is
+    unreadable: truncated, corrupt), or None if neither is usable."""
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=False)
+            if not (isinstance(state, dict) and isinstance(state.get("step"), int) and "model" in state):
+                raise ValueError("not a cp-plan training checkpoint")
+        except Exception as exc:  # unreadable: try the previous one, or start over rather than crash a sweep
+            print(f"cp-plan: ignoring unreadable checkpoint {candidate}: {exc}", file=sys.stderr)
+            continue
+        if state.get("config_hash") != cfg.config_hash():
+            print(f"cp-plan: ignoring checkpoint {candidate}: it belongs to another config", file=sys.stderr)
+            continue
+        if candidate != path:
+            print(f"cp-plan: resuming from the previous checkpoint {candidate} (step {state['step']})",
+                  file=sys.stderr)
+        return state
+    return None
 
 
 # ---------------------------------------------------------------------------- progress
@@ -178,11 +198,12 @@ def _fmt_s(seconds: float) -> str:
 
 # ---------------------------------------------------------------------------- the run
 def train_run(cfg: TrainConfig, db=None, progress: bool = True, resume: bool = False,
-              sweep: str = "single", sweep_id: str | None = None) -> dict:
+              sweep: str = "single", sweep_id: str | None = None, run_id: str | None = None) -> dict:
     """Train one run of ``cfg`` and record it in ``db`` (a RunDB, or None to record nothing).
 
     ``resume=True`` continues from this config's checkpoint when there is one (and reuses its
     database row, or an unfinished row of the same config left by a killed process).
+    ``run_id`` names the row to write (a sweep worker's claimed run) instead.
     Returns the run record: the run columns plus run_id, status, reason, loss (final validation
     loss), train_loss, tokens_per_s, wall_s, config_hash and config.
     """
@@ -194,7 +215,7 @@ def train_run(cfg: TrainConfig, db=None, progress: bool = True, resume: bool = F
 
     record = dict(run_id=None, status="running", reason=None, step=0, **fields, loss=None, train_loss=None,
                   tokens_per_s=None, wall_s=None, config_hash=cfg.config_hash(), config=cfg.to_dict())
-    record["run_id"] = _open_run(db, cfg, fields, state, resume)
+    record["run_id"] = _open_run(db, cfg, fields, state, resume, run_id)
 
     reporter = Progress(progress, cfg.steps, f"{cfg.parameterization} N={cfg.n_embd} L={cfg.n_layer}")
     try:
@@ -213,11 +234,15 @@ def train_run(cfg: TrainConfig, db=None, progress: bool = True, resume: bool = F
     return record
 
 
-def _open_run(db, cfg: TrainConfig, fields: dict, state: dict | None, resume: bool) -> str | None:
-    """The run_id to write to: the checkpoint's row, an unfinished row of this config (resume
-    only), or a new row."""
+def _open_run(db, cfg: TrainConfig, fields: dict, state: dict | None, resume: bool,
+              run_id: str | None = None) -> str | None:
+    """The run_id to write to: the given one, the checkpoint's row, an unfinished row of this
+    config (resume only), or a new row."""
     if db is None:
         return None
+    if run_id is not None:
+        db.update_run(run_id, status="running", reason=None, worker=_worker_id(), **fields)
+        return run_id
     if resume:
         candidates = []
         if state is not None and state.get("run_id"):

@@ -154,8 +154,6 @@ def solve(spec: Spec, w: np.ndarray | None = None, starts: np.ndarray | None = N
             conv = conv or bool(fin.converged[0])
             message += f"; polished in {fin.n_iter} iterations"
     # distinct optima: greedy, by objective, more than 1% apart in some coordinate
-    span = np.maximum(spec.upper - spec.lower, 1e-12)
-    span = np.where(np.isfinite(span), span, 1.0)
     kept, kept_f = [theta], [fun]
     for i in order[1:]:
         t = res.theta[i]
@@ -174,25 +172,37 @@ def predict_log(spec: Spec, theta: np.ndarray, X: dict | None = None) -> np.ndar
 
 
 def asymptotic_cov(spec: Spec, theta: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    """Covariance of θ̂. Least squares: s²(JᵀJ)⁻¹ with s² = RSS/(n − p). Huber: the sandwich
-    H⁻¹MH⁻¹·n/(n − p) with H = JᵀΩJ (IRLS weights) and M = Σ ψ(r_i)² J_iJ_iᵀ (Huber 1981, §7.6)."""
+    """Covariance of θ̂ (used when there is no bootstrap, and for parametric prediction draws).
+
+    Least squares: s²(JᵀJ)⁻¹ with s² = RSS/(n − p). Huber: the M-estimator sandwich
+    H⁻¹MH⁻¹·n/(n − p) with H = Σ ψ'(r_i) J_iJ_iᵀ (only points with |r| ≤ δ) and
+    M = Σ ψ(r_i)² J_iJ_iᵀ (Huber 1967; Huber 1981 §7.6). When fewer than p points lie within δ
+    H is singular and the least-squares form is used instead. On Epoch's data this sandwich
+    gives SEs of the bootstrap's order; the bootstrap is still the better estimate.
+    """
     w = np.ones(spec.n) if w is None else w
     with np.errstate(all="ignore"):
         pred, jac = spec.fn(theta[None, :], spec.X)
     r, j = spec.y - pred[0], jac[0]
     n, p = spec.n, spec.p
     dof = max(n - p, 1)
-    if spec.delta is None:
+
+    def least_squares():
         h = (j * w[:, None]).T @ j
-        s2 = float(np.sum(w * r * r)) / dof
-        cov = s2 * np.linalg.pinv(h)
+        return float(np.sum(w * r * r)) / dof * np.linalg.pinv(h)
+
+    if spec.delta is None:
+        cov = least_squares()
     else:
-        om = w * np.minimum(1.0, spec.delta / np.maximum(np.abs(r), 1e-300))
-        h = (j * om[:, None]).T @ j
-        ps = solver.psi(r, spec.delta)
-        m = (j * (w * ps * ps)[:, None]).T @ j
-        hi = np.linalg.pinv(h)
-        cov = hi @ m @ hi * n / dof
+        inside = w * (np.abs(r) <= spec.delta)
+        h = (j * inside[:, None]).T @ j
+        if np.count_nonzero(inside) < p or np.linalg.matrix_rank(h) < p:
+            cov = least_squares()
+        else:
+            ps = solver.psi(r, spec.delta)
+            m = (j * (w * ps * ps)[:, None]).T @ j
+            hi = np.linalg.inv(h)
+            cov = hi @ m @ hi * n / dof
     return 0.5 * (cov + cov.T)
 
 
