@@ -327,7 +327,7 @@ def train(
     checkpoint_dir: Annotated[Optional[str], typer.Option(help="Checkpoint root; the run uses ROOT/<config hash>/ (default: data/checkpoints).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from this config's checkpoint, if any.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress on stderr (a bar on a terminal, else a line every 10 s).")] = True,
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: auto, 1 for models under 1M non-embedding params, else torch's default).")] = 0,
     db: DbOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final run record as JSON.")] = False,
 ) -> None:
@@ -338,7 +338,7 @@ def train(
 
     cfg = TrainConfig.from_dict(options)
     if threads < 0:
-        raise CpPlanError(f"--threads {threads} must be ≥ 0 (0: torch's default)")
+        raise CpPlanError(f"--threads {threads} must be ≥ 0 (0: auto)")
     try:
         import torch
     except ImportError:
@@ -346,10 +346,14 @@ def train(
     from planner.db import RunDB
     from trainer.train import train_run
 
+    if threads == 0 and cfg.n_params < 1_000_000:
+        threads = 1  # tiny matmuls gain little from more threads, and stall when cores are busy
     if threads:
         torch.set_num_threads(threads)
     run_db = RunDB(db)
     record = train_run(cfg, run_db, progress=progress, resume=resume)
+    if os.environ.get("RANK", "0").strip() not in ("", "0"):  # under torchrun rank 0 alone reports
+        raise typer.Exit(0 if record["status"] == "done" else 1)
     if json_out:
         _emit_json(record)
     else:
@@ -379,7 +383,7 @@ def _need_torch() -> None:
 
     if importlib.util.find_spec("torch") is None:
         raise CpPlanError("this command trains models and needs PyTorch: "
-                          "pip install torch==2.13.0 -e '.[train]' (CPU) or your CUDA torch first")
+                          "pip install 'cp-plan[train]' torch==2.13.0 (CPU), or install your CUDA torch first")
 
 
 def _base_train_config(**overrides):

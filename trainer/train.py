@@ -28,6 +28,7 @@ import torch
 
 from planner.errors import CpPlanError
 from planner.shapes import FLOP_CONVENTION, n_params_nonembedding, training_flops
+from trainer import distributed
 from trainer.config import TrainConfig
 from trainer.data import Batches, Corpus, load_corpus
 from trainer.model import GPT
@@ -206,20 +207,39 @@ def train_run(cfg: TrainConfig, db=None, progress: bool = True, resume: bool = F
     ``run_id`` names the row to write (a sweep worker's claimed run) instead.
     Returns the run record: the run columns plus run_id, status, reason, loss (final validation
     loss), train_loss, tokens_per_s, wall_s, config_hash and config.
+
+    Under ``torchrun`` the run is data-parallel over the ranks (:mod:`trainer.distributed`);
+    rank 0 alone writes the database and checkpoints, and shows progress.
     """
-    device = resolve_device(cfg.device)
+    ddp, device = distributed.setup(resolve_device(cfg.device), cfg.batch_size)
+    try:
+        return _train_run(cfg, db if ddp.is_main else None, progress and ddp.is_main, resume, sweep,
+                          sweep_id, run_id, device, ddp)
+    finally:
+        distributed.teardown(ddp)
+
+
+def _train_run(cfg: TrainConfig, db, progress: bool, resume: bool, sweep: str, sweep_id: str | None,
+               run_id: str | None, device: torch.device, ddp: distributed.DistInfo) -> dict:
     corpus = load_corpus(cfg.corpus, cfg.tokenizer)
     fields = run_fields(cfg, corpus, device, sweep, sweep_id)
+    if ddp.enabled:
+        fields["device"] += f" × {ddp.world_size} ranks (DDP)"
     ckpt_path = cfg.checkpoint_path() / CHECKPOINT_NAME
     state = load_checkpoint(ckpt_path, cfg) if resume else None
 
     record = dict(run_id=None, status="running", reason=None, step=0, **fields, loss=None, train_loss=None,
                   tokens_per_s=None, wall_s=None, config_hash=cfg.config_hash(), config=cfg.to_dict())
+    done_id = db.find_done(cfg.config_hash()) if (resume and db is not None and run_id is None) else None
+    if done_id is not None:  # nothing left to resume: report the finished run
+        row = db.get_run(done_id)
+        record.update({k: row[k] for k in record if k in row and k != "config"})
+        return record
     record["run_id"] = _open_run(db, cfg, fields, state, resume, run_id)
 
     reporter = Progress(progress, cfg.steps, f"{cfg.parameterization} N={cfg.n_embd} L={cfg.n_layer}")
     try:
-        outcome = _train(cfg, corpus, device, state, ckpt_path, record["run_id"], db, reporter)
+        outcome = _train(cfg, corpus, device, state, ckpt_path, record["run_id"], db, reporter, ddp)
     except KeyboardInterrupt:
         reporter.close()
         record.update(status="failed", reason="interrupted (KeyboardInterrupt)")
@@ -297,13 +317,15 @@ def _finish(db, record: dict) -> None:
 
 
 def _train(cfg: TrainConfig, corpus: Corpus, device: torch.device, state: dict | None,
-           ckpt_path: Path, run_id: str | None, db, reporter: Progress) -> dict:
+           ckpt_path: Path, run_id: str | None, db, reporter: Progress,
+           ddp: distributed.DistInfo = distributed.DistInfo()) -> dict:
     """The training loop; returns the outcome fields (status, reason, losses, speed, time)."""
     t_start = time.monotonic()
     torch.manual_seed(cfg.seed)
     model = GPT.from_config(cfg).to(device)
     optimizer = build_optimizer(model, cfg.rules(), (cfg.beta1, cfg.beta2), device.type)
-    forward = torch.compile(model) if cfg.compile else model
+    forward = distributed.wrap(model, ddp, device)  # DDP when under torchrun
+    forward = torch.compile(forward) if cfg.compile else forward
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16"
                 else contextlib.nullcontext())
     batches = Batches(corpus, cfg.batch_size, cfg.seq_len, cfg.seed, device)
@@ -317,7 +339,8 @@ def _train(cfg: TrainConfig, corpus: Corpus, device: torch.device, state: dict |
     prior_wall_s, prior_train_s, prior_tokens = 0.0, 0.0, 0
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
@@ -332,17 +355,21 @@ def _train(cfg: TrainConfig, corpus: Corpus, device: torch.device, state: dict |
         losses = []
         for x, y in val_batches:
             with autocast:
-                losses.append(forward(x, y)[1].float())
+                losses.append(forward(distributed.shard(x, ddp), distributed.shard(y, ddp))[1].float())
         model.train()
-        return torch.stack(losses).mean().item()
+        return distributed.mean(torch.stack(losses).mean(), ddp)
 
     def lr_at(s: int) -> float:
         return cfg.lr * lr_multiplier(min(s, total - 1), total, warmup, cfg.schedule)
 
     def checkpoint() -> None:
+        if not ddp.is_main:
+            return
+        # The last one keeps the weights but not the optimizer state (2× the weights): a finished
+        # run resumes to its result without it, and sweeps of many runs stay small on disk.
         save_checkpoint(ckpt_path, dict(
             config_hash=cfg.config_hash(), config=cfg.to_dict(), run_id=run_id,
-            model=model.state_dict(), optimizer=optimizer.state_dict(),
+            model=model.state_dict(), optimizer=optimizer.state_dict() if step < total else None,
             step=step, data_position=step,  # batch t is a function of (seed, t): the step is the position
             rng=dict(torch=torch.get_rng_state(),
                      cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None),
@@ -371,7 +398,7 @@ def _train(cfg: TrainConfig, corpus: Corpus, device: torch.device, state: dict |
     while step < total:
         t0 = time.perf_counter()
         set_lr(optimizer, lr_multiplier(step, total, warmup, cfg.schedule))
-        x, y = batches.train_batch(step)
+        x, y = (distributed.shard(t, ddp) for t in batches.train_batch(step))
         with autocast:
             _, loss = forward(x, y)
         loss.backward()
@@ -379,7 +406,7 @@ def _train(cfg: TrainConfig, corpus: Corpus, device: torch.device, state: dict |
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()  # also synchronizes the device, so the timing below is honest
+        loss_value = distributed.mean(loss, ddp)  # synchronizes the device too: the timing below is honest
         window_norms.append(grad_norm.item() if cfg.grad_clip > 0 else float("nan"))
         train_s += time.perf_counter() - t0
         tokens += cfg.tokens_per_step
