@@ -165,7 +165,7 @@ def test_sigkill_at_random_moments_of_an_import_is_all_or_nothing(tmp_path):
         marker = tmp_path / f"go{k}"
         proc = _start_importer(url, marker, n, "go")
         _wait_for(marker, proc)
-        time.sleep(rng.uniform(0.3, 1.0) * duration)  # in validation, in the insert, or at the commit
+        time.sleep(rng.uniform(0.1, 0.8) * duration)  # in validation, in the insert, or at the commit
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         after = _state(url)
