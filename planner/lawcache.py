@@ -207,7 +207,7 @@ def load_laws(db: str | None = None, laws_path: str | None = None, *,
     try:
         fingerprint = rundb.fingerprint()
         if cached is not None and cached.get("fingerprint") == fingerprint:
-            data, fitted = cached, False
+            data, fitted = dict(cached), False  # a copy: the sha comparison below needs the old one
         else:
             if on_fit is not None:
                 on_fit(f"fitting shape laws from {rundb.display} (bootstrap {bootstrap}, seed {seed}) ...")

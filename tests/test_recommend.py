@@ -447,3 +447,17 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys, case, args, mat
     assert len(lines) == 1 and lines[0].startswith("cp-plan: error: "), err
     assert re.search(match, lines[0]), lines[0]
     assert not (tmp_path / "never-opened.sqlite").exists()
+
+
+def test_cache_records_the_database_hash_for_the_fast_path(synthetic_db, capsys):
+    """A cache whose database hash is missing (fitted while a WAL was pending, say) gets it on
+    the next load, so later loads skip opening the database (no pandas, no SQLAlchemy)."""
+    from planner import lawcache
+
+    cache = synthetic_db.with_name("laws.json")
+    run_cli("recommend", "--db", str(synthetic_db), "--params", "1e8", "--bootstrap", "30", "--json", capsys=capsys)
+    data = json.loads(cache.read_text())
+    data["db_sha256"] = None
+    cache.write_text(json.dumps(data))
+    lawcache.load_laws(db=str(synthetic_db), bootstrap=30)
+    assert json.loads(cache.read_text())["db_sha256"] == lawcache._file_sha256(synthetic_db)
