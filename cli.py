@@ -588,6 +588,7 @@ def fit(
     db: DbOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (bootstrap samples left out; --out keeps them).")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the fitted laws, bootstrap samples included, to this JSON file (usable as `recommend --laws`).")] = None,
+    joint: Annotated[Optional[bool], typer.Option("--joint/--separate", help="shape only: one joint law across parameterizations (shared E and exponent, multiplicative N:L penalty; default when 2+ parameterizations) or one law per parameterization.")] = None,
 ) -> None:
     """Fit a scaling law to the finished runs in the database, per parameterization (and per N:L for compute)."""
     from planner.db import RunDB
@@ -614,9 +615,18 @@ def fit(
 
         busy = Console(stderr=True).status(f"fitting the {law.value} law to {len(df)} runs (bootstrap {bootstrap}) ...")
         busy.start()
+    if joint is not None and law is not LawName.shape:
+        raise CpPlanError(f"--joint/--separate apply to --law shape only, not {law.value}; leave them out")
     try:
-        results, skipped = fit_groups(law.value, df, bootstrap=bootstrap, seed=seed,
-                                      exclude_highest_loss=exclude_highest_loss)
+        if law is LawName.shape and joint is not False and exclude_highest_loss == 0 and (
+                joint or df["parameterization"].nunique() >= 2):
+            from planner.fit.shape_joint import fit_shape_joint
+
+            skipped: dict = {}
+            results = fit_shape_joint(df, bootstrap=bootstrap, seed=seed, skipped=skipped)
+        else:
+            results, skipped = fit_groups(law.value, df, bootstrap=bootstrap, seed=seed,
+                                          exclude_highest_loss=exclude_highest_loss)
     finally:
         if busy is not None:
             busy.stop()

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from planner.errors import CpPlanError
 
 CACHE_FORMAT = "cp-plan-laws"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: joint shape law across parameterizations (planner.fit.shape_joint)
 DEFAULT_BOOTSTRAP = 200
 DEFAULT_SEED = 0
 EXCLUDED_SWEEPS = ("lr", "coord")
@@ -326,6 +326,24 @@ def _fit_from_db(rundb, settings: dict) -> dict:
     keys = [law_key(p, a) for p, a in zip(df["parameterization"], df.get("alpha", [None] * len(df)))]
     df = df.assign(_law=keys)
     laws, context, skipped = {}, {}, {}
+    if df["_law"].nunique() >= 2:
+        # one joint law (shared E and exponent, multiplicative shape penalty); the separate
+        # per-parameterization fits below are the fallback when it cannot be fitted
+        from planner.fit.shape_joint import fit_shape_joint
+
+        joint_skipped: dict = {}
+        try:
+            joint = fit_shape_joint(df, bootstrap=settings["bootstrap"], seed=settings["seed"], group_col="_law",
+                                    skipped=joint_skipped)
+        except CpPlanError as exc:
+            joint = {}
+            skipped["joint"] = f"joint law not fitted, laws fitted separately: {exc}"
+        for key, res in joint.items():
+            laws[key] = res.to_json()
+            context[key] = run_context(df[df["_law"] == key].drop(columns="_law").reset_index(drop=True))
+        if joint:
+            skipped.update(joint_skipped)
+            df = df[~df["_law"].isin(list(joint) + list(joint_skipped))]
     for key, sub in df.groupby("_law", sort=True):
         sub = sub.drop(columns="_law").reset_index(drop=True)
         try:

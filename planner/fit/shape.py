@@ -30,6 +30,9 @@ Identifiability, detected from the data and recorded in ``meta`` with a warning:
 - fewer than 3 sizes: E is not identifiable beside A and a and is fixed at 0 (pure power law);
 - one size: refused (nothing to extrapolate from).
 Fitted by least squares on ln L (``delta`` for Huber); bootstrap resamples runs within each size.
+
+With 2+ parameterizations the planner fits :mod:`planner.fit.shape_joint` instead (shared E and
+exponent, multiplicative penalty); its results are evaluated here (``meta['terms']['mult']``).
 """
 
 from __future__ import annotations
@@ -488,14 +491,21 @@ class ShapeLaw:
         col = {n: v[:, i:i + 1] for i, n in enumerate(names)}
         xx = np.log(p / float(meta["n_params_ref"]))
         with np.errstate(all="ignore"):
-            total = col["E"] + col["A"] * np.exp(-col["a"] * xx)
+            amp = col["A"] * np.exp(-col["a"] * xx)
+            total = col["E"] + amp
             if terms.get("has_B"):
                 total = total + col["B"] * np.exp(-col["b"] * np.log(d / float(meta["n_tokens_ref"])))
             dl = np.log(ratio) - col["mu0"] - (col["mu1"] * xx if "mu1" in col else 0.0)
             k = np.where(dl < 0, col["k_deep"], col["k_wide"]) if "k_deep" in col else col["k"]
+            if terms.get("mult"):  # joint law (planner.fit.shape_joint): the penalty scales A·P^(−a)
+                return total + amp * k * dl * dl
             return total + k * dl * dl
 
     def parametric_samples(self, result: FitResult, n: int) -> np.ndarray:
+        if isinstance(result.meta.get("joint"), dict):
+            from planner.fit import shape_joint
+
+            return shape_joint.parametric_samples(result, n)
         terms = result.meta.get("terms") or {}
         form = Form(result.meta.get("form", "quad-drift"), bool(terms.get("has_E")), bool(terms.get("has_B")),
                     bool(terms.get("drift")), bool(terms.get("asym")))
