@@ -229,6 +229,7 @@ def _verdict_lines(bands: pd.DataFrame, sav: pd.DataFrame, drift: pd.DataFrame, 
     if not sav.empty:
         mu = sav[sav["baseline"] == "mup"]
         if len(mu):
+            mu = mu[mu["scale_params"] == mu["scale_params"].max()]  # one scale: the largest
             deep = mu.loc[mu["ratio"].idxmin()]
             wide = mu.loc[mu["ratio"].idxmax()]
             out.append(f"- Savings vs μP: {_pct(deep['saved'])} at the deepest N:L {deep['ratio']:.3g} and "
