@@ -479,6 +479,11 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
     if largest and shape.n_params / largest > 100:
         warnings.append(f"extrapolating {shape.n_params / largest:.3g}× beyond the largest run; "
                         "treat the loss and savings as the law's, not as measurements")
+    law_warnings = " ".join(getattr(laws.get(key), "warnings", None) or [])
+    if "E ended on its bound" in law_warnings or "E is not identifiable" in law_warnings:
+        warnings.append("the runs do not pin down the irreducible loss E (held at its bound), so the "
+                        "predicted loss is conditional on it: compare shapes and parameterizations, "
+                        "not absolute losses; add a larger scale to identify E")
 
     return Plan(
         target={
