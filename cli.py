@@ -111,11 +111,11 @@ def hparams(
                   + (f" (α = {rules.alpha:g})" if rules.alpha is not None else "")
                   + f": N={n_embd} L={n_layer}, m_N={rules.width_mult:g}, m_L={rules.depth_mult:g}")
     for col in ("group", "init", "init std", "peak LR", "LR mult", "weight decay", "AdamW ε"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     for g in rules.groups.values():
         table.add_row(g.group, g.init, "—" if g.init_std is None else f"{g.init_std:.4g}",
                       f"{g.lr:.4g}", f"{g.lr_mult:.4g}", f"{g.weight_decay:.4g}", f"{g.eps:.4g}")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     console.print(f"residual branch multiplier: {rules.residual_mult:.4g}   "
                   f"logit multiplier: {rules.output_mult:.4g}   embedding multiplier: {rules.input_mult:.4g}   "
@@ -178,12 +178,14 @@ def runs_list(
     from rich.console import Console
     from rich.table import Table
 
+    if not all_columns and "sweep_id" in df.columns:  # the table also says which sweep a run belongs to
+        records = records_for_json(df, list(CANONICAL_COLUMNS) + ["sweep_id"])
     shown = list(records[0]) if records and all_columns else [
-        "run_id", "status", "source", "parameterization", "alpha", "n_embd", "n_layer",
+        "run_id", "status", "source", "sweep_id", "parameterization", "alpha", "n_embd", "n_layer",
         "n_params", "n_tokens", "flops", "loss", "lr"]
     table = Table(title=f"{len(records)} run(s) in {rdb.display}")  # piped output gets room, not 80 columns
     for col in shown:
-        table.add_column(col, justify="left" if col in ("run_id", "status", "source", "parameterization") else "right")
+        table.add_column(col, justify="left" if col in ("run_id", "status", "source", "sweep_id", "parameterization") else "right")
     for rec in records:
         table.add_row(*(_fmt_cell(rec.get(c)) for c in shown))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
@@ -412,7 +414,7 @@ class Launcher(str, Enum):
     slurm = "slurm"
 
 
-LauncherOpt = Annotated[Launcher, typer.Option("--launcher", help="Where workers run: local processes, or Slurm jobs (submitit; pip install 'cp-plan[cluster]').")]
+LauncherOpt = Annotated[Launcher, typer.Option("--launcher", help="Where workers run: local processes, or Slurm jobs (submitit; pip install 'cp-plan\\[cluster]').")]
 PartitionOpt = Annotated[Optional[str], typer.Option("--partition", help="Slurm partition for the worker jobs.")]
 TimeOpt = Annotated[str, typer.Option("--time", help="Slurm time limit per worker job: minutes or H:MM:SS.")]
 GpusOpt = Annotated[int, typer.Option("--gpus-per-node", min=0, help="GPUs per Slurm worker job (each worker trains one run at a time).")]

@@ -110,6 +110,8 @@ def main() -> None:
     v_ours, f_ours, t_ours, _ = ours(df)
     _, _, t_boot, res_boot = ours(df, bootstrap=args.bootstrap)
     print(f"ours : {t_ours:8.3f} s  objective {f_ours:.12g}   (with {args.bootstrap} bootstrap refits: {t_boot:.2f} s)")
+    print(f"naive: running {4500 // args.naive_every} L-BFGS-B starts (2-3 minutes on 2 cores for all 4500) ...",
+          file=sys.stderr, flush=True)
     v_naive, f_naive, t_naive, n_starts, spread = naive(df, args.naive_every)
     t_naive_full = t_naive * args.naive_every
     scaled = f" (measured {t_naive:.1f} s on {n_starts} starts, ×{args.naive_every})" if args.naive_every > 1 else ""
