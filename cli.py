@@ -524,7 +524,8 @@ def coord_check_cmd(
     widths: Annotated[Optional[str], typer.Option("--widths", help="Comma list of widths (width check at --n-layer; base width = the smallest).")] = None,
     n_layer: Annotated[int, typer.Option("--n-layer", help="Depth for the width check.")] = 2,
     steps: Annotated[int, typer.Option("--steps", help="Training steps at constant LR.")] = 10,
-    lr: LrOpt = 1e-2, alpha: Annotated[Optional[float], typer.Option(help="α for depth-alpha.")] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Constant LR of the check (the paper's Fig. 7 uses 1e-3).")] = 1e-3,
+    alpha: Annotated[Optional[float], typer.Option(help="α for depth-alpha.")] = None,
     d_head: DHead = 16, batch_size: BatchOpt = 8, seq_len: SeqOpt = 64, seed: SeedOpt = 0,
     corpus: CorpusOpt = "kjv", db: DbOpt = None,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Store the rows in the run database.")] = True,
@@ -566,7 +567,7 @@ def coord_check_cmd(
     for v in result:
         table.add_row(v["parameterization"], str(v["smallest"]), str(v["largest"]),
                       f"{v['resid_smallest']:.4g}", f"{v['resid_largest']:.4g}", f"{v['ratio']:.3g}", v["verdict"])
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
 
 
 # ---------------------------------------------------------------- fit (planner.laws)

@@ -36,7 +36,7 @@ class Scale:
     coord_depths: tuple[int, ...] = (2, 4, 8, 16, 32)
     coord_widths: tuple[int, ...] = (32, 64, 128, 256)
     coord_steps: int = 10
-    coord_lr: float = 1e-2
+    coord_lr: float = 1e-3  # constant LR of the coordinate checks, as the paper's Fig. 7
     tpp: float = 20.0
     d_head: int = 16
     base_n_embd: int = 64
@@ -66,7 +66,7 @@ SCALES: dict[str, Scale] = {
         alpha05_params=(3e6,), lrs=(1.25e-3, 2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2),
         lr_depths=(2, 4, 8, 16, 32), lr_tokens=50_000_000, d_head=64, base_n_embd=256,
         base_n_layer=2, batch_size=64, seq_len=256, device="cuda", dtype="bfloat16",
-        coord_widths=(128, 256, 512, 1024), coord_lr=1e-3),
+        coord_widths=(128, 256, 512, 1024)),
 }
 
 
