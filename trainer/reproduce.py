@@ -57,7 +57,7 @@ SCALES: dict[str, Scale] = {
         seq_len=32, base_n_embd=32),
     # The shipped default database: about two hours on 2 otherwise idle CPU cores.
     "cpu": Scale(
-        name="cpu", params=(2.5e4, 5e4, 1e5), ratios=(2, 4, 8, 16, 32, 64, 128),
+        name="cpu", params=(2.5e4, 5e4, 1e5, 2e5), ratios=(2, 4, 8, 16, 32, 64, 128),
         alpha05_params=(5e4,), lrs=(2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2),
         lr_depths=(2, 4, 8, 16), lr_tokens=500_000, lr_parameterizations=("mup", "completep")),
     # A GPU: ~1M–30M non-embedding parameters, bf16.
