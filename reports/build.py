@@ -10,7 +10,6 @@ shows what the database supports.
 from __future__ import annotations
 
 import math
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -219,25 +218,11 @@ def compute_curves(runs: pd.DataFrame, *, bootstrap: int = COMPUTE_BOOTSTRAP,
 
 
 def report_version() -> str:
-    """Git commit of the checkout generating the report (``+dirty`` with local changes), else the
-    installed cp-plan version."""
-    import importlib.metadata
+    """The code generating the report: the checkout's short commit, else the package version."""
+    from planner.version import code_version
 
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True,
-                             text=True, timeout=5)
-        if head.returncode == 0 and Path(top.stdout.strip()).resolve() == root:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return head.stdout.strip()[:12] + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return "cp-plan " + importlib.metadata.version("cp-plan")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    v = code_version()
+    return v[:12] + ("+dirty" if v.endswith("+dirty") else "") if not v.startswith(("cp-plan", "unknown")) else v
 
 
 def build_report(db, laws=None, plan=None, *, tolerance: float = 0.01, notes: list[str] | None = None,

@@ -14,12 +14,9 @@ Ctrl-C marks the run ``failed`` ("interrupted") and propagates.
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.metadata
 import math
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +24,7 @@ from pathlib import Path
 import torch
 
 from planner.errors import CpPlanError
+from planner.version import code_version
 from planner.shapes import FLOP_CONVENTION, n_params_nonembedding, training_flops
 from trainer import distributed
 from trainer.config import TrainConfig
@@ -59,29 +57,6 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """The git commit of the cp-plan checkout (``+dirty`` with uncommitted changes to tracked
-    files), else the installed package version."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        def git(*args):
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-
-        top = git("rev-parse", "--show-toplevel")
-        if top.returncode == 0 and Path(top.stdout.strip()).resolve() == root:
-            head = git("rev-parse", "HEAD")
-            if head.returncode == 0:
-                dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-                return head.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return "cp-plan " + importlib.metadata.version("cp-plan")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 # ---------------------------------------------------------------------------- record
