@@ -17,12 +17,7 @@ from trainer.model import GPT, param_group  # noqa: E402
 from trainer.optim import build_optimizer  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def make(seed: int = 0, **kw) -> tuple[TrainConfig, GPT]:

@@ -15,12 +15,7 @@ from trainer.model import GPT, param_group  # noqa: E402
 from trainer.optim import build_optimizer, lr_multiplier, set_lr  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 SHAPES = [  # (parameterization, alpha, n_embd, n_layer, base_n_embd, base_n_layer)

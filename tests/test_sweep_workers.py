@@ -28,12 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARAMS = [("mup", None), ("completep", None)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def base(tmp_path, **kw) -> TrainConfig:

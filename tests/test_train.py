@@ -23,12 +23,7 @@ from trainer.train import CHECKPOINT_NAME, train_run  # noqa: E402
 LN_V = math.log(256)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def tiny(tmp_path, **kw) -> TrainConfig:
