@@ -754,19 +754,15 @@ class RunDB:
         none (see :func:`planner.tableio.prepare_import`). Returns the number imported."""
         return self.import_plan(prepare_import(df, source, now=_now()))
 
-    def import_plan(self, plan: ImportPlan) -> int:
-        """Insert validated rows in one transaction; any run_id already present refuses all."""
-        rows = [{**dict.fromkeys(RUN_COLUMNS), "extra_json": None, **r, "rev": 0} for r in plan.rows]
+    def import_plan(self, plan: ImportPlan, chunk_rows: int = 5000) -> int:
+        """Insert validated rows in one transaction, ``chunk_rows`` at a time (memory stays
+        bounded for any table size); any run_id already present refuses all."""
         missing = set(RUN_COLUMNS) - self._run_cols
-        if missing:
-            if any(r.get(c) is not None for r in rows for c in missing):
-                self._need_revision("import")
-            rows = [{k: v for k, v in r.items() if k not in missing} for r in rows]
+        if missing and any(c in plan.columns and any(v is not None and v == v for v in plan.columns[c])
+                           for c in missing):
+            self._need_revision("import")
         now = _now()
-        for r in rows:
-            r["created_at"] = r["created_at"] or now
-            r["updated_at"] = r["updated_at"] or now
-        ids = [r["run_id"] for r in rows]
+        ids = plan.run_ids
         try:
             with self._tx(write=True) as conn:
                 taken = []
@@ -774,18 +770,29 @@ class RunDB:
                     taken += conn.execute(sa.select(runs_table.c.run_id)
                                           .where(runs_table.c.run_id.in_(ids[i:i + 500]))).scalars().all()
                 if taken:
+                    first = sorted(taken)[0]
                     raise CpPlanError(
                         f"refusing to import: {len(taken)} run_id(s) already in {self.display}, e.g. "
-                        f"{sorted(taken)[0]!r} (row {ids.index(sorted(taken)[0]) + 1}); nothing was imported. "
+                        f"{first!r} (row {ids.index(first) + 1}); nothing was imported. "
                         "Was this table imported before? Use another --source, or give the rows new run_ids")
-                base = conn.execute(_next_seq()).scalar()
-                for i, r in enumerate(rows):
-                    r["seq"] = base + i
-                conn.execute(sa.insert(runs_table), rows)
+                seq = conn.execute(_next_seq()).scalar()
+                template = {**dict.fromkeys(RUN_COLUMNS), "extra_json": None, "rev": 0}
+                for chunk in plan.chunks(chunk_rows):
+                    rows = []
+                    for r in chunk:
+                        row = {**template, **r, "seq": seq}
+                        seq += 1
+                        row["created_at"] = row["created_at"] or now
+                        row["updated_at"] = row["updated_at"] or now
+                        if missing:
+                            for c in missing:
+                                row.pop(c, None)
+                        rows.append(row)
+                    conn.execute(sa.insert(runs_table), rows)
         except sa.exc.IntegrityError as exc:  # a concurrent writer took an id after our check
             raise CpPlanError(f"refusing to import: a run_id collided with a concurrent write "
                               f"({str(exc.orig).splitlines()[0]}); nothing was imported, retry") from None
-        return len(rows)
+        return plan.n_rows
 
     # ------------------------------------------------------------ reading
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from planner.errors import CpPlanError
 
 TEXT, INT, FLOAT = "text", "int", "float"
@@ -88,6 +90,13 @@ _NON_NEGATIVE = {"steps", "step", "tokens_per_s", "wall_s", "loss", "train_loss"
 # use ~1e26 FLOPs, so anything past this is an error in the table, not a model.
 MAX_COUNT = 1e40
 MAX_INT = 2**63 - 1  # integer columns are 64-bit in SQLite and PostgreSQL
+# A mean per-token loss in nats: uniform guessing over a 1M-token vocabulary is ln(1e6) ≈ 14, so
+# a larger value is a sum over tokens or a perplexity, not a loss.
+MAX_LOSS = 100.0
+# Bookkeeping the database, the trainer and sweep workers own: an imported value would be
+# trusted (a 'done' row with a real config hash makes `train --resume` and sweeps skip training).
+INTERNAL_COLUMNS: tuple[str, ...] = ("rev", "seq", "extra_json", "config_hash", "config_json", "worker",
+                                     "lease_expires_at", "attempts", "step", "sweep", "created_at", "updated_at")
 _COUNTS = ("n_params", "n_tokens", "flops")
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TRAINED_SOURCE = "trained"
@@ -206,6 +215,41 @@ def table_format(path: str | Path) -> str:
     return TABLE_FORMATS[suffix]
 
 
+def check_csv_structure(path: Path) -> int:
+    """Refuse a CSV whose records do not all have the header's number of fields, or whose
+    quoting is broken; return the number of records. pandas would read a row with one field
+    too many (e.g. a trailing comma) by taking its first field as the index, shifting every
+    column one place, and would pad a short row with missing cells: both silently wrong.
+    Streams the file (one record at a time), so any size is fine."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f, skipinitialspace=True, strict=True)
+            header = next(reader, None)
+            if header is None:
+                raise CpPlanError(f"{path} is empty; a CSV needs a header line naming its columns")
+            width, n = len(header), 0
+            for record in reader:
+                if not record:  # a blank line (pandas skips them too)
+                    continue
+                n += 1
+                if len(record) != width:
+                    hint = (" (a trailing comma?)" if len(record) == width + 1 and record[-1] == "" else
+                            " (an unquoted comma inside a value?)" if len(record) > width else
+                            " (a missing separator, or a cut-off line?)")
+                    raise CpPlanError(
+                        f"{path}: line {reader.line_num} has {len(record)} field(s) but the header has "
+                        f"{width}{hint}; every row needs exactly one field per header column (quote "
+                        "values that contain commas), so nothing was imported")
+    except csv.Error as exc:
+        raise CpPlanError(f"{path}: line {reader.line_num} is not valid CSV ({exc}); check its quotes "
+                          "(a value with a comma or quote goes in double quotes, inner quotes doubled)") from None
+    except UnicodeDecodeError as exc:
+        raise CpPlanError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    return n
+
+
 def read_table(path: str | Path):
     """Read a CSV, JSONL or Parquet table into a DataFrame without guessing types away: CSV
     cells stay strings (validation converts them), JSONL values keep their JSON types."""
@@ -217,7 +261,9 @@ def read_table(path: str | Path):
         raise CpPlanError(f"no file at {str(path)!r}; check the path")
     try:
         if fmt == "csv":
-            return pd.read_csv(path, dtype=str, skipinitialspace=True)
+            check_csv_structure(path)
+            # Cells stay text (validation parses them) in compact Arrow strings, not Python objects.
+            return pd.read_csv(path, dtype="string[pyarrow]", skipinitialspace=True, index_col=False)
         if fmt == "parquet":
             return pd.read_parquet(path)
         records = []
@@ -310,26 +356,49 @@ def set_columns(df, sets: list[tuple[str, str]]):
 # ------------------------------------------------------------------ import validation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImportPlan:
-    """Validated rows ready to insert, and what validation derived on the way."""
+    """Validated rows ready to insert, held column-wise (one array per stored column, None or
+    NaN for missing) so a million-row table costs arrays, not a million dicts; :meth:`chunks`
+    yields the rows as dicts a few thousand at a time for the insert."""
 
     source: str
-    rows: tuple[dict, ...]
+    columns: dict = field(repr=False)  # stored column -> numpy array (float64 with NaN, or object)
+    n_rows: int = 0
     derived_n_tokens: int = 0   # rows whose n_tokens came from D = C / 6N
     derived_flops: int = 0      # rows whose flops came from C = 6ND
     generated_run_ids: int = 0  # rows given run_id f"{source}-{row index}"
     extra_columns: tuple[str, ...] = field(default_factory=tuple)
+    ignored_columns: tuple[str, ...] = field(default_factory=tuple)  # empty internal columns, dropped
     flop_conventions: tuple[tuple[str, int], ...] = field(default_factory=tuple)  # (convention, rows)
 
     @property
     def run_ids(self) -> list[str]:
-        return [r["run_id"] for r in self.rows]
+        return list(self.columns["run_id"])
+
+    @property
+    def rows(self) -> tuple[dict, ...]:
+        """Every row as a dict (small tables and tests; the database inserts :meth:`chunks`)."""
+        return tuple(r for chunk in self.chunks(self.n_rows or 1) for r in chunk)
+
+    def chunks(self, size: int = 5000) -> Iterable[list[dict]]:
+        """The rows as lists of at most ``size`` dicts (stored columns only, None for missing)."""
+        names = list(self.columns)
+        for start in range(0, self.n_rows, size):
+            cols = []
+            for name in names:
+                a = self.columns[name][start:start + size]
+                if a.dtype.kind == "f":
+                    cols.append([None if v != v else v for v in a.tolist()])
+                else:
+                    cols.append(a.tolist())
+            yield [dict(zip(names, vals)) for vals in zip(*cols)]
 
     def summary(self) -> dict:
-        return {"source": self.source, "n_rows": len(self.rows), "derived_n_tokens": self.derived_n_tokens,
+        return {"source": self.source, "n_rows": self.n_rows, "derived_n_tokens": self.derived_n_tokens,
                 "derived_flops": self.derived_flops, "generated_run_ids": self.generated_run_ids,
-                "extra_columns": list(self.extra_columns), "flop_conventions": dict(self.flop_conventions)}
+                "extra_columns": list(self.extra_columns), "ignored_columns": list(self.ignored_columns),
+                "flop_conventions": dict(self.flop_conventions)}
 
 
 def check_source(source: Any) -> str:
@@ -342,15 +411,155 @@ def check_source(source: Any) -> str:
     return source
 
 
+_NUMBER_RE = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+
+
+def _is_string_series(s) -> bool:
+    import pandas as pd
+
+    return isinstance(s.dtype, pd.StringDtype)
+
+
+def _plain_numbers(s):
+    """(values float64, fast mask): cells of a string or numeric column that are plain decimal
+    numbers, parsed in one vectorized pass. Every other cell (text, booleans, 'inf', odd
+    Unicode digits, JSON values) takes the per-cell path, whose verdict is authoritative."""
+    import pandas as pd
+
+    n = len(s)
+    if s.dtype.kind == "f":
+        x = np.array(s, dtype=float)
+        return x, np.isfinite(x)
+    if s.dtype.kind in "iu":
+        x = np.array(s, dtype=float)
+        return x, np.abs(x) < 2.0**53  # beyond that a float64 would not hold the integer exactly
+    if _is_string_series(s):
+        stripped = s.str.strip()
+        match = np.array(stripped.str.fullmatch(_NUMBER_RE).fillna(False), dtype=bool)
+        x = np.array(pd.to_numeric(stripped.where(match), errors="coerce").to_numpy(dtype=float, na_value=np.nan))
+        return x, match & np.isfinite(x)
+    return np.full(n, np.nan), np.zeros(n, dtype=bool)
+
+
+def _missing_mask(s) -> np.ndarray:
+    m = np.array(s.isna(), dtype=bool)
+    if _is_string_series(s):
+        m |= (s.str.strip() == "").fillna(False).to_numpy(dtype=bool)
+    return m
+
+
+def _numeric_column(name: str, kind: str, s, bad, *, loss: bool = False) -> np.ndarray:
+    """A numeric run column, validated: float64 (NaN = missing) for FLOAT, object (int/None) for
+    INT. Bad cells are reported through ``bad`` and become missing. Loss columns allow inf here
+    (whether a row may have it depends on its status) and must lie in (0, MAX_LOSS]."""
+    x, fast = _plain_numbers(s)
+    missing = _missing_mask(s)
+    fast &= ~missing
+    with np.errstate(invalid="ignore"):
+        if loss:
+            fast &= (x > 0) & (x <= MAX_LOSS)
+        else:
+            if name in _POSITIVE:
+                fast &= x > 0
+            if name in _NON_NEGATIVE:
+                fast &= x >= 0
+            if name in _COUNTS:
+                fast &= x <= MAX_COUNT
+            if kind == INT:
+                fast &= (x == np.round(x)) & (np.abs(x) <= MAX_INT)
+    out = np.where(fast, x, np.nan)
+    slow = np.nonzero(~fast & ~missing)[0]
+    raw_values = s.to_numpy(dtype=object) if slow.size else None
+    for i in slow:
+        raw = raw_values[i]
+        try:
+            v = _loss_value(raw) if loss else coerce_value(name, kind, raw)
+        except BadValue as exc:
+            bad(int(i), name, raw, str(exc))
+            v = None
+        out[i] = np.nan if v is None else v
+    if kind == INT:
+        obj = np.empty(len(out), dtype=object)
+        ok = np.isfinite(out)
+        if slow.size:  # the per-cell path may hold integers beyond 2**53 exactly
+            exact = {int(i): coerce_value(name, kind, raw_values[i]) for i in slow if ok[i]}
+        else:
+            exact = {}
+        obj[:] = [None] * len(out)
+        idx = np.nonzero(ok)[0]
+        obj[idx] = [int(v) for v in out[idx].tolist()]
+        for i, v in exact.items():
+            obj[i] = v
+        return obj
+    return out
+
+
+def _loss_value(raw: Any) -> float | None:
+    x = to_number(raw)
+    if x is None:
+        return None
+    if x < 0:
+        raise BadValue("is negative (a loss is > 0 nats/token)")
+    if x == 0:
+        raise BadValue("is zero (a loss is > 0 nats/token; no model predicts text perfectly)")
+    if math.isfinite(x) and x > MAX_LOSS:
+        raise BadValue(f"is above {MAX_LOSS:g} nats/token, far past any real model (a sum over tokens, "
+                       "or perplexity? give the mean per-token loss in nats)")
+    return x
+
+
+def _text_column(name: str, s, bad) -> np.ndarray:
+    """A text column as an object array of str/None, validated."""
+    out = np.empty(len(s), dtype=object)
+    if _is_string_series(s):
+        vals = s.to_numpy(dtype=object, na_value=None)
+        has_nul = s.str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+        out[:] = list(vals)
+        for i in np.nonzero(has_nul)[0]:
+            bad(int(i), name, vals[i], "contains a NUL character")
+            out[i] = None
+        return out
+    vals = s.to_numpy(dtype=object)
+    res = [None] * len(vals)
+    for i, raw in enumerate(vals):
+        try:
+            res[i] = coerce_value(name, TEXT, raw)
+        except BadValue as exc:
+            bad(i, name, raw, str(exc))
+    out[:] = res
+    return out
+
+
+def _extra_column(s) -> np.ndarray:
+    """An extra (non-run) column as plain Python values; a CSV column of numbers becomes numbers."""
+    if _is_string_series(s):
+        x, fast = _plain_numbers(s)
+        missing = _missing_mask(s)
+        if (fast | missing).all():
+            return np.where(missing, np.nan, x)
+        return s.to_numpy(dtype=object, na_value=None)
+    vals = s.to_numpy(dtype=object)
+    out = np.empty(len(vals), dtype=object)
+    out[:] = [v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for v in vals]
+    return out
+
+
 def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
     """Validate every row of a runs table and return the rows to insert, or raise.
 
     Required columns: ``n_params``, ``loss`` and at least one of ``n_tokens`` / ``flops``; a row
-    missing one of the pair gets it from C = 6·N·D (flop_convention '6ND' unless given).
-    Columns that are not run columns are kept per row as extras. A 'done' row needs a finite
-    loss > 0; a 'diverged' or 'failed' row may have none (a non-finite loss there is stored as
-    missing). Every problem in the table is collected and the first few reported, naming row
-    (1-based, header not counted), column and value, so one round of fixes suffices.
+    missing one of the pair gets it from C = 6·N·D (flop_convention '6ND' unless given), and a
+    derived count is held to the same bounds as a given one. Columns that are not run columns
+    are kept per row as extras; the database's own bookkeeping columns (``INTERNAL_COLUMNS``:
+    config hash and JSON, worker, lease, attempts, progress, timestamps) are refused when they
+    hold a value, since an imported 'done' row with a real config hash would make sweeps skip
+    training. A 'done' row needs a finite loss in (0, MAX_LOSS] nats/token; a 'diverged' or
+    'failed' row may have none (a non-finite loss there is stored as missing). Every problem in
+    the table is collected and the first few reported, naming row (1-based, header not
+    counted), column and value, so one round of fixes suffices.
+
+    Validation is column-wise (vectorized; only cells that are not plain numbers take the
+    per-cell path), so memory grows with the table, not with rows × Python objects.
 
     Documented coercions: numeric strings become numbers, integral floats integers; a
     non-finite loss of a 'diverged'/'failed' row is stored as missing; FLOP conventions are
@@ -365,7 +574,8 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
     if len(set(cols)) != len(cols):
         dup = next(c for c in cols if cols.count(c) > 1)
         raise CpPlanError(f"the table has two columns named {dup!r}; rename or drop one")
-    if len(df) == 0:
+    n = len(df)
+    if n == 0:
         raise CpPlanError("the table has no rows; nothing to import")
     missing = [c for c in ("n_params", "loss") if c not in cols]
     if not ("n_tokens" in cols or "flops" in cols):
@@ -374,128 +584,161 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
         raise CpPlanError(f"the table lacks required column(s) {', '.join(missing)}; its columns are "
                           f"{', '.join(map(repr, cols))}; map yours with --rename, e.g. "
                           "--rename 'Model Size=n_params' --rename 'Training FLOP=flops'")
-    for reserved in ("rev", "extra_json"):
-        if reserved in cols:
-            raise CpPlanError(f"column {reserved!r} is internal to the run database; rename it "
-                              f"(--rename {reserved}=orig_{reserved})")
-
-    known = [c for c in cols if c in RUN_COLUMN_KINDS]
-    extras = tuple(c for c in cols if c not in RUN_COLUMN_KINDS)
-    values = {c: df[c].tolist() for c in cols}
-    for c in extras:  # CSV cells are strings: an extra column of numbers is stored as numbers
-        try:
-            nums = [to_number(v) for v in values[c]]
-        except BadValue:
+    ignored = []
+    for reserved in INTERNAL_COLUMNS:
+        if reserved not in cols:
             continue
-        if any(isinstance(v, str) for v in values[c]) and all(x is None or math.isfinite(x) for x in nums):
-            values[c] = nums
-    problems: list[str] = []
+        if reserved in ("rev", "seq", "extra_json") or not _missing_mask(df[reserved]).all():
+            raise CpPlanError(f"column {reserved!r} is internal to the run database (it holds sweep and "
+                              f"training bookkeeping); rename it to keep it as an extra column "
+                              f"(--rename {reserved}=orig_{reserved}) or drop it")
+        ignored.append(reserved)
+    cols = [c for c in cols if c not in ignored]
+
+    problems: list[str] = []  # the first few, in the order found
+    n_problems = 0
+    bad_rows: set[int] = set()
     bad_cells: set[tuple[int, str]] = set()
 
     def bad(i: int, col: str, raw: Any, why: str) -> None:
+        nonlocal n_problems
         bad_cells.add((i, col))
-        problems.append(f"row {i + 1}, column {col!r}: value {raw!r} {why}")
+        bad_rows.add(i)
+        n_problems += 1
+        if len(problems) < 5:
+            problems.append(f"row {i + 1}, column {col!r}: value {raw!r} {why}")
 
-    rows: list[dict] = []
-    seen_ids: dict[str, int] = {}
-    n_tok = n_flops = n_gen = 0
-    for i in range(len(df)):
-        row: dict[str, Any] = {}
-        for c in known:
-            raw = values[c][i]
-            try:
-                if c in ("loss", "train_loss"):
-                    x = to_number(raw)  # whether inf is allowed depends on the status, below
-                    if x is not None and x < 0:
-                        raise BadValue("is negative (a loss is >= 0)")
-                    row[c] = x
-                else:
-                    row[c] = coerce_value(c, RUN_COLUMN_KINDS[c], raw)
-            except BadValue as exc:
-                bad(i, c, raw, str(exc))
-                row[c] = None
+    known = [c for c in cols if c in RUN_COLUMN_KINDS]
+    extras = tuple(c for c in cols if c not in RUN_COLUMN_KINDS)
+    out: dict[str, np.ndarray] = {}
+    for c in known:
+        kind = RUN_COLUMN_KINDS[c]
+        if c in ("loss", "train_loss"):
+            out[c] = _numeric_column(c, FLOAT, df[c], bad, loss=True)
+        elif kind == TEXT:
+            out[c] = _text_column(c, df[c], bad)
+        else:
+            out[c] = _numeric_column(c, kind, df[c], bad)
 
-        status = row.get("status") or "done"
-        if status not in FINISHED_STATUSES:
-            bad(i, "status", status, f"is not one of {', '.join(FINISHED_STATUSES)} "
+    def raw_of(col: str, i: int) -> Any:
+        v = df[col].iloc[i] if col in df.columns else None
+        return None if _is_missing(v) else v
+
+    # status: finished runs only
+    status = out.get("status")
+    if status is None:
+        status = np.full(n, "done", dtype=object)
+    else:
+        status = np.array([s or "done" for s in status.tolist()], dtype=object)
+        for i in np.nonzero(~np.isin(status, FINISHED_STATUSES))[0]:
+            bad(int(i), "status", status[i], f"is not one of {', '.join(FINISHED_STATUSES)} "
                 "(only finished runs can be imported)")
-        row["status"] = status
-        for c in ("loss", "train_loss"):
-            x = row.get(c)
-            if x is not None and not math.isfinite(x):
-                if status == "done":
-                    bad(i, c, values[c][i], "is not finite (a 'done' run needs a finite loss)")
-                row[c] = None  # documented coercion: a diverged run's inf loss is stored as missing
-        if status == "done" and row.get("loss") is None and (i, "loss") not in bad_cells:
-            bad(i, "loss", values["loss"][i], "is missing (a 'done' run needs its final validation loss)")
-        if row.get("n_params") is None and (i, "n_params") not in bad_cells:
-            bad(i, "n_params", values["n_params"][i], "is missing (every run needs its non-embedding parameters)")
-        if row.get("source") is not None and row["source"] != source:
-            bad(i, "source", row["source"], f"differs from --source {source!r}; keep the table's value as an "
-                "extra with --rename source=orig_source, or import under that source")
-        row["source"] = source
+    out["status"] = status
+    is_done = status == "done"
+    for c in ("loss", "train_loss"):
+        if c not in out:
+            continue
+        x = out[c]
+        nonfinite = np.isinf(x)
+        for i in np.nonzero(nonfinite & is_done)[0]:
+            bad(int(i), c, raw_of(c, int(i)), "is not finite (a 'done' run needs a finite loss)")
+        out[c] = np.where(nonfinite, np.nan, x)  # documented coercion: a diverged run's inf loss is missing
+    for i in np.nonzero(is_done & np.isnan(out["loss"]))[0]:
+        if (int(i), "loss") not in bad_cells:
+            bad(int(i), "loss", raw_of("loss", int(i)), "is missing (a 'done' run needs its final validation loss)")
+    for i in np.nonzero(np.isnan(out["n_params"]))[0]:
+        if (int(i), "n_params") not in bad_cells:
+            bad(int(i), "n_params", raw_of("n_params", int(i)),
+                "is missing (every run needs its non-embedding parameters)")
+    if "source" in out:
+        for i, s in enumerate(out["source"].tolist()):
+            if s is not None and s != source:
+                bad(i, "source", s, f"differs from --source {source!r}; keep the table's value as an "
+                    "extra with --rename source=orig_source, or import under that source")
+    out["source"] = np.full(n, source, dtype=object)
 
-        n, d, c_ = row.get("n_params"), row.get("n_tokens"), row.get("flops")
-        if n is not None and d is None and c_ is not None:
-            row["n_tokens"] = c_ / (6.0 * n)  # D = C / 6N
-            n_tok += 1
-        elif n is not None and c_ is None and d is not None:
-            f = 6.0 * n * d  # C = 6ND
-            if f > MAX_COUNT:
-                bad(i, "flops", f, "(derived as 6*n_params*n_tokens) is implausibly large; check the units")
-            row["flops"] = f
-            n_flops += 1
-        elif d is None and c_ is None and (i, "n_tokens") not in bad_cells and (i, "flops") not in bad_cells:
-            bad(i, "n_tokens", None, "and flops are both missing; give at least one")
-        if row.get("flops") is not None and not row.get("flop_convention"):
-            row["flop_convention"] = FLOP_CONVENTION_6ND
+    # counts: derive the missing one of tokens / FLOPs, and hold it to the same bounds
+    nparams = out["n_params"]
+    tokens = out.get("n_tokens", np.full(n, np.nan))
+    flops = out.get("flops", np.full(n, np.nan))
+    with np.errstate(all="ignore"):
+        need_tok = ~np.isnan(nparams) & np.isnan(tokens) & ~np.isnan(flops)
+        need_flops = ~np.isnan(nparams) & np.isnan(flops) & ~np.isnan(tokens)
+        tokens = np.where(need_tok, flops / (6.0 * nparams), tokens)
+        flops = np.where(need_flops, 6.0 * nparams * tokens, flops)
+    for label, arr, derived, how in (("n_tokens", tokens, need_tok, "flops / (6*n_params)"),
+                                     ("flops", flops, need_flops, "6*n_params*n_tokens")):
+        with np.errstate(invalid="ignore"):
+            wrong = derived & ~((arr > 0) & (arr <= MAX_COUNT) & np.isfinite(arr))
+        for i in np.nonzero(wrong)[0]:
+            bad(int(i), label, float(arr[i]), f"(derived as {how}) is not a positive count of at most "
+                f"{MAX_COUNT:g}; check the units of n_params, n_tokens and flops")
+    neither = np.isnan(tokens) & np.isnan(flops)
+    for i in np.nonzero(neither)[0]:
+        if (int(i), "n_tokens") not in bad_cells and (int(i), "flops") not in bad_cells:
+            bad(int(i), "n_tokens", None, "and flops are both missing; give at least one")
+    out["n_tokens"], out["flops"] = tokens, flops
+    n_tok, n_flops = int(need_tok.sum()), int(need_flops.sum())
+    conv = out.get("flop_convention", np.full(n, None, dtype=object))
+    conv = np.array([c if c else None for c in conv.tolist()], dtype=object)
+    conv[(conv == None) & ~np.isnan(flops)] = FLOP_CONVENTION_6ND  # noqa: E711 (element-wise)
+    out["flop_convention"] = conv
 
-        rid = row.get("run_id")
-        if rid is None and (i, "run_id") not in bad_cells:
-            rid = f"{source}-{i}"
-            n_gen += 1
-        elif rid is not None:
-            rid = rid.strip()
-            if not rid or len(rid) > 200 or any(ord(ch) < 32 for ch in rid):
-                bad(i, "run_id", values["run_id"][i], "is not a usable id (1 to 200 printable characters)")
-        if rid is not None:
-            if rid in seen_ids:
-                bad(i, "run_id", rid, f"repeats the run_id of row {seen_ids[rid] + 1}; run ids must be unique")
+    # run ids: given (unique, printable) or generated from the source and row index
+    ids = out.get("run_id", np.full(n, None, dtype=object)).tolist()
+    gen = [r is None and (i, "run_id") not in bad_cells for i, r in enumerate(ids)]
+    n_gen = sum(gen)
+    seen: dict[str, int] = {}
+    for i in range(n):
+        r = ids[i]
+        if gen[i]:
+            r = f"{source}-{i}"
+        elif r is not None:
+            r = r.strip()
+            if not r or len(r) > 200 or any(ord(ch) < 32 for ch in r):
+                bad(i, "run_id", raw_of("run_id", i), "is not a usable id (1 to 200 printable characters)")
+        if r is not None:
+            if r in seen:
+                bad(i, "run_id", r, f"repeats the run_id of row {seen[r] + 1}; run ids must be unique")
             else:
-                seen_ids[rid] = i
-        row["run_id"] = rid
+                seen[r] = i
+        ids[i] = r
+    out["run_id"] = np.array(ids, dtype=object)
 
-        if row.get("config_json") is not None:
-            try:
-                json.loads(row["config_json"])
-            except json.JSONDecodeError:
-                bad(i, "config_json", row["config_json"][:40], "is not valid JSON")
-        extra = {}
-        for c in extras:
-            v = values[c][i]
-            if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-                v = v.item()
-            if _is_missing(v) or (isinstance(v, float) and not math.isfinite(v)):
-                continue
-            extra[c] = v if isinstance(v, (str, int, float, bool)) else str(v)
-        row["extra_json"] = json.dumps(extra, sort_keys=True) if extra else None
-        if now is not None:
-            row["created_at"] = row.get("created_at") or now
-            row["updated_at"] = row.get("updated_at") or now
-        rows.append(row)
+    # extras: kept per row as JSON
+    extra_json = np.full(n, None, dtype=object)
+    if extras:
+        ex_cols = {c: _extra_column(df[c]) for c in extras}
+        for i in range(n):
+            extra = {}
+            for c, arr in ex_cols.items():
+                v = arr[i]
+                if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+                    v = v.item()
+                if _is_missing(v) or (isinstance(v, float) and not math.isfinite(v)):
+                    continue
+                extra[c] = v if isinstance(v, (str, int, float, bool)) else str(v)
+            if extra:
+                try:
+                    extra_json[i] = json.dumps(extra, sort_keys=True)
+                except (TypeError, ValueError) as exc:
+                    bad(i, extras[0], extra, f"cannot be stored as JSON ({exc})")
+    out["extra_json"] = extra_json
+    if now is not None:
+        out["created_at"] = np.full(n, now, dtype=object)
+        out["updated_at"] = np.full(n, now, dtype=object)
 
-    if problems:
-        shown = "; ".join(problems[:5])
-        more = f"; ... and {len(problems) - 5} more problem(s)" if len(problems) > 5 else ""
-        n_bad = len({i for i, _ in bad_cells})
-        raise CpPlanError(f"refusing to import: {n_bad} of {len(df)} row(s) are bad, nothing was "
+    if bad_rows:
+        shown = "; ".join(problems)
+        more = f"; ... and {n_problems - 5} more problem(s)" if n_problems > 5 else ""
+        raise CpPlanError(f"refusing to import: {len(bad_rows)} of {n} row(s) are bad, nothing was "
                           f"imported. {shown}{more}. Fix or drop those rows and import again")
     conventions: dict[str, int] = {}
-    for row in rows:
-        if row.get("flop_convention"):
-            conventions[row["flop_convention"]] = conventions.get(row["flop_convention"], 0) + 1
-    return ImportPlan(source=source, rows=tuple(rows), derived_n_tokens=n_tok, derived_flops=n_flops,
-                      generated_run_ids=n_gen, extra_columns=extras,
+    for c in conv.tolist():
+        if c:
+            conventions[c] = conventions.get(c, 0) + 1
+    return ImportPlan(source=source, columns=out, n_rows=n, derived_n_tokens=n_tok, derived_flops=n_flops,
+                      generated_run_ids=n_gen, extra_columns=extras, ignored_columns=tuple(ignored),
                       flop_conventions=tuple(sorted(conventions.items())))
 
 
