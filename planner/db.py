@@ -48,9 +48,9 @@ from typing import Any, Iterator
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
-from planner.errors import CpPlanError
+from planner.errors import CpPlanError, mask_secrets
 from planner.tableio import (
     CANONICAL_COLUMNS,
     COORD_AXES,
@@ -220,6 +220,14 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _sqlite_on_connect_ro(dbapi_conn, _record) -> None:
+    # A read-only connection sets no journal mode and no sync level (both write the file).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cur.close()
+
+
 def _sqlite_on_begin(conn) -> None:
     write = conn.get_execution_options().get("cp_plan_write", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -268,9 +276,13 @@ class RunDB:
         if "://" in raw:
             try:
                 url = sa.make_url(raw)
+                url.port  # noqa: B018 (a malformed port raises only when read)
             except sa.exc.ArgumentError:
-                raise CpPlanError(f"--db {raw!r} is neither a file path nor a SQLAlchemy URL; use e.g. "
+                raise CpPlanError(f"--db {mask_secrets(raw)!r} is neither a file path nor a SQLAlchemy URL; use e.g. "
                                   "runs.sqlite or postgresql://user@host/dbname") from None
+            except ValueError:
+                raise CpPlanError(f"--db {mask_secrets(raw)!r} has a port that is not a number; use e.g. "
+                                  "postgresql://user@host:5432/dbname") from None
         else:
             url = sa.URL.create("sqlite", database=str(Path(raw).expanduser().absolute()))
         backend = url.get_backend_name()
@@ -284,7 +296,10 @@ class RunDB:
             url = url.set(drivername=_postgres_driver())
         self.url = url
         self.backend = backend
-        self.display = str(self.path) if self.path else url.render_as_string(hide_password=True)
+        self.display = str(self.path) if self.path else mask_secrets(url.render_as_string(hide_password=True))
+        # Opened only to read (create=False): a SQLite file is opened so that reading never needs
+        # write access and never leaves -wal/-shm files behind (see _sqlite_read_only_uri).
+        self.read_only = not create
         self._check_location(create)
         self._engine: sa.Engine | None = None
         self._pid = -1
@@ -317,13 +332,41 @@ class RunDB:
             self._pid = os.getpid()
         return self._engine
 
+    def _sqlite_read_only_uri(self) -> str | None:
+        """How a read-only open reaches the file: None when this process may write the file and
+        its directory (a normal connection, closed after each transaction, so SQLite checkpoints
+        and removes its -wal/-shm files), else a ``mode=ro`` URI. Without write access a WAL
+        reader could neither create the -shm file it needs nor remove it, and a -shm left by
+        another user blocks later writers; so when no -wal file exists (no writer is active:
+        one would have created it) the file is opened ``immutable`` (read as it is, no locks,
+        no side files). A -wal file means a writer may be active: then ``mode=ro`` uses the
+        side files that exist."""
+        if self.path is None or not self.read_only:
+            return None
+        if os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK | os.X_OK):
+            return None
+        from urllib.parse import quote
+
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        if not Path(f"{self.path}-wal").exists():
+            uri += "&immutable=1"
+        return uri
+
     def _make_engine(self) -> sa.Engine:
         if self.backend == "sqlite":
             kw: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}}
+            ro_uri = self._sqlite_read_only_uri()
             if self._memory:
                 kw["poolclass"] = StaticPool
+            elif self.read_only:
+                kw["poolclass"] = NullPool  # each connection closes after its transaction
+            if ro_uri is not None:
+                import sqlite3
+
+                kw["creator"] = lambda: sqlite3.connect(ro_uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S,
+                                                        check_same_thread=False)
             engine = sa.create_engine(self.url, **kw)
-            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "connect", _sqlite_on_connect_ro if ro_uri is not None else _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
             return engine
         try:
