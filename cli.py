@@ -687,6 +687,42 @@ def _print_fits(law: str, results: dict, skipped: dict, notes: list, out) -> Non
 
 # ---------------------------------------------------------------- recommend (planner.recommend)
 # (recommend command goes here)
+ExportOpt = Annotated[Optional[str], typer.Option(
+    "--export", metavar="FORMAT",
+    help="Also write the plan as a training config: nanogpt-mup (Python config), megatron "
+         "(command-line arguments), torchtitan (TOML job file) or json (the whole plan); to --out, "
+         "else to stdout instead of the table.")]
+ExportOutOpt = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", metavar="FILE", help="File for --export (replaced atomically).")]
+
+
+def _check_export(fmt: Optional[str], out: Optional[Path], json_out: bool) -> None:
+    """Refuse a bad --export/--out combination before any law is fitted."""
+    from planner.export import FORMATS
+
+    if fmt is None:
+        if out is not None:
+            raise CpPlanError(f"--out {out} needs --export FORMAT ({', '.join(FORMATS)})")
+        return
+    if fmt.strip().lower() not in FORMATS:
+        raise CpPlanError(f"unknown --export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if out is None and json_out:
+        raise CpPlanError("--export without --out prints the file to stdout, which --json also wants; "
+                          "give --out FILE")
+
+
+def _export_plan(plan: dict, fmt: str, out: Optional[Path]) -> bool:
+    """Write the plan as ``fmt`` to ``out`` (True: printed to stdout instead, as there is no --out)."""
+    from planner.export import render, write_export
+
+    if out is None:
+        typer.echo(render(plan, fmt), nl=False)
+        return True
+    path = write_export(plan, fmt, out)
+    typer.echo(f"cp-plan: wrote the plan as {fmt.strip().lower()} to {path}", err=True)
+    return False
+
+
 @app.command()
 def recommend(
     params: Annotated[Optional[float], typer.Option("--params", help="Target non-embedding parameters, e.g. 1.5e9 (default 1.5e9 when neither --params nor --flops is given).")] = None,
@@ -703,6 +739,8 @@ def recommend(
     refit: Annotated[bool, typer.Option("--refit", help="Refit the laws even if the cache matches the database.")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
     json_out: JsonOpt = False,
+    export: ExportOpt = None,
+    export_out: ExportOutOpt = None,
 ) -> None:
     """Recommend width, depth, tokens and per-group hyperparameters for a scale and hardware."""
     from planner.hardware import load_profile
@@ -714,6 +752,7 @@ def recommend(
                     parameterization=parameterization, tolerance=tolerance, vocab_size=vocab_size,
                     seq_len=seq_len, d_head=d_head)
     profile = load_profile(hardware)
+    _check_export(export, export_out, json_out)
     if bootstrap < 0:
         raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
 
@@ -727,6 +766,8 @@ def recommend(
     plan = plan_for(target, profile, lawset.laws, lawset.context, lawset.meta).to_dict()
     if defaulted:
         plan["assumptions"]["target_default"] = "no --params or --flops: planned 1.5e9 non-embedding params (the paper's headline scale)"
+    if export is not None and _export_plan(plan, export, export_out):
+        return  # the exported file went to stdout instead of the table
     if json_out:
         _emit_json(plan)
         return
