@@ -26,15 +26,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: flags without a type column, `--joint / --separate` as one choice
+    # (tests/test_help.py reads every command's help)
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100},  # on a wide terminal, room for the options' help
 )
-runs_app = typer.Typer(help="List, show, export and import runs in the run database.", no_args_is_help=True)
-sweep_app = typer.Typer(help="Run sweeps: fixed-parameter shape sweeps and LR-transfer sweeps.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, show, export and import runs in the run database.", no_args_is_help=True,
+                       rich_markup_mode=None)
+sweep_app = typer.Typer(help="Run sweeps: fixed-parameter shape sweeps and LR-transfer sweeps.", no_args_is_help=True,
+                        rich_markup_mode=None)
 app.add_typer(runs_app, name="runs")
 app.add_typer(sweep_app, name="sweep")
 
 DbOpt = Annotated[
     Optional[str],
-    typer.Option("--db", help="Run database: a SQLite path or SQLAlchemy URL "
+    typer.Option("--db", metavar="PATH|URL", help="Run database: a SQLite path or SQLAlchemy URL "
                  "(default: $CP_PLAN_DB, else data/runs/runs.sqlite in the project)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -132,8 +138,8 @@ class RunStatus(str, Enum):
     failed = "failed"
 
 
-StatusOpt = Annotated[Optional[list[RunStatus]], typer.Option("--status", help="Only runs with this status (repeatable; default: all).")]
-WhereOpt = Annotated[Optional[list[str]], typer.Option("--where", help="Only runs with COLUMN=VALUE (repeatable; the same column twice means either; VALUE null means missing).")]
+StatusOpt = Annotated[Optional[list[RunStatus]], typer.Option("--status", metavar="[pending|running|done|diverged|failed]", help="Only runs with this status (repeatable; default: all).")]
+WhereOpt = Annotated[Optional[list[str]], typer.Option("--where", metavar="COLUMN=VALUE", help="Only runs with COLUMN=VALUE (repeatable; the same column twice means either; VALUE null means missing).")]
 AllColsOpt = Annotated[bool, typer.Option("--all-columns", help="Every stored column, not just the canonical ones.")]
 
 
@@ -258,8 +264,8 @@ def runs_export(
 def runs_import(
     file: Annotated[Path, typer.Argument(help="Table of runs: .csv, .jsonl or .parquet.")],
     source: Annotated[str, typer.Option("--source", help="Name of where the runs come from (e.g. epoch-chinchilla); stored with each run.")],
-    rename: Annotated[Optional[list[str]], typer.Option("--rename", help="Map a column: SRC=DST, e.g. 'Model Size=n_params' (repeatable).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Give every row COLUMN=VALUE, e.g. parameterization=sp (repeatable).")] = None,
+    rename: Annotated[Optional[list[str]], typer.Option("--rename", metavar="SRC=DST", help="Map a column: SRC=DST, e.g. 'Model Size=n_params' (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="COLUMN=VALUE", help="Give every row COLUMN=VALUE, e.g. parameterization=sp (repeatable).")] = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -414,7 +420,7 @@ class Launcher(str, Enum):
     slurm = "slurm"
 
 
-LauncherOpt = Annotated[Launcher, typer.Option("--launcher", help="Where workers run: local processes, or Slurm jobs (submitit; pip install 'cp-plan\\[cluster]').")]
+LauncherOpt = Annotated[Launcher, typer.Option("--launcher", help="Where workers run: local processes, or Slurm jobs (submitit; pip install 'cp-plan[cluster]').")]
 PartitionOpt = Annotated[Optional[str], typer.Option("--partition", help="Slurm partition for the worker jobs.")]
 TimeOpt = Annotated[str, typer.Option("--time", help="Slurm time limit per worker job: minutes or H:MM:SS.")]
 GpusOpt = Annotated[int, typer.Option("--gpus-per-node", min=0, help="GPUs per Slurm worker job (each worker trains one run at a time).")]
@@ -531,7 +537,7 @@ def coord_check_cmd(
     record: Annotated[bool, typer.Option("--record/--no-record", help="Store the rows in the run database.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Coordinate check (Dey et al. 2025, Fig. 7): mean |h| of the last block over the first steps."""
+    """Coordinate check: mean |h| of the last block over the first steps (Dey et al. 2025, Fig. 7)."""
     _need_torch()
     from trainer.coord import coord_check, verdicts
     from trainer.sweep import parse_list, parse_parameterizations
