@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -157,7 +158,22 @@ def _fmt_cell(v) -> str:
         return "—"
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, str):  # device strings stored by older runs read "cpu (1 threads)"
+        return re.sub(r"\b1 threads\b", "1 thread", v)
     return str(v)
+
+
+def _count(n: int, word: str) -> str:
+    """``1 run``, ``3 runs``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# `runs list` headers in words (the JSON and --all-columns keep the stored column names).
+RUN_HEADERS = {
+    "run_id": "run", "sweep_id": "sweep", "alpha": "α", "n_embd": "width N", "n_layer": "depth L",
+    "n_params": "non-embedding params", "n_tokens": "tokens", "flops": "training FLOPs",
+    "loss": "validation loss", "lr": "base LR",
+}
 
 
 @runs_app.command("list")
@@ -189,9 +205,12 @@ def runs_list(
     shown = list(records[0]) if records and all_columns else [
         "run_id", "status", "source", "sweep_id", "parameterization", "alpha", "n_embd", "n_layer",
         "n_params", "n_tokens", "flops", "loss", "lr"]
-    table = Table(title=f"{len(records)} run(s) in {rdb.display}")  # piped output gets room, not 80 columns
+    table = Table(title=f"{_count(len(records), 'run')} in {rdb.display}",  # piped output gets room, not 80 columns
+                  caption=None if all_columns else "validation loss: nats per token of each run's tokenizer "
+                  "(bytes for cp-plan's own runs); training FLOPs: each run's flop_convention")
     for col in shown:
-        table.add_column(col, justify="left" if col in ("run_id", "status", "source", "sweep_id", "parameterization") else "right")
+        table.add_column(col if all_columns else RUN_HEADERS.get(col, col),
+                         justify="left" if col in ("run_id", "status", "source", "sweep_id", "parameterization") else "right")
     for rec in records:
         table.add_row(*(_fmt_cell(rec.get(c)) for c in shown))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
@@ -664,7 +683,7 @@ def _print_fits(law: str, results: dict, skipped: dict, notes: list, out) -> Non
         boot = res.meta.get("bootstrap", {}).get("n_used", 0)
         how = f"bootstrap {boot}, percentile" if boot else "asymptotic, Wald"
         pct = f"{res.level:.0%}"
-        title = f"{law} law — {key}: {res.n} point(s)" + (f", form {res.meta['form']}" if law == "shape" else "")
+        title = f"{law} law — {key}: {_count(res.n, 'point')}" + (f", form {res.meta['form']}" if law == "shape" else "")
         table = Table(title=title, caption=f"intervals: {how}")
         for col in ("parameter", "value", "SE", f"{pct} low", f"{pct} high"):
             table.add_column(col, justify="left" if col == "parameter" else "right")
@@ -673,10 +692,10 @@ def _print_fits(law: str, results: dict, skipped: dict, notes: list, out) -> Non
                           _fmt_cell(row["ci_low"]), _fmt_cell(row["ci_high"]))
         console.print(table)
         held = res.heldout_error
-        console.print(f"  residual RMS {res.residuals.get('rms', float('nan')):.3g} (log-loss)   AIC {res.aic:.4g}   "
+        console.print(f"  residual RMS {res.residuals.get('rms', float('nan')):.3g} in log loss   AIC {res.aic:.4g}   "
                       f"BIC {res.bic:.4g}   held-out error "
-                      + (f"{held:.3g} ({res.meta.get('heldout', {}).get('note', '')})" if math.isfinite(held)
-                         else f"— ({res.meta.get('heldout', {}).get('note', 'not computed')})"))
+                      + (f"{held:.3g}: {res.meta.get('heldout', {}).get('note', '')}" if math.isfinite(held)
+                         else f"not computed: {res.meta.get('heldout', {}).get('note', 'no held-out fit')}"))
         if law == "shape" and "selection" in res.meta:
             sel = res.meta["selection"]
             errs = ", ".join(f"{k} {v:.3g}" for k, v in sel["errors"].items())

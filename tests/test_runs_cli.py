@@ -68,7 +68,7 @@ def test_import_epoch_then_list_show_json(capsys, monkeypatch, dbpath):
     assert shown["curve_summary"] == {"n_points": 0} and shown["config"] is None
 
     code, out, _ = run(capsys, monkeypatch, "runs", "list", "--db", dbpath, "--limit", "2")
-    assert code == 0 and "2 run(s) in" in out and "epoch-chinchilla-244" in out and "epoch-chinchilla-242" not in out
+    assert code == 0 and "2 runs in" in out and "epoch-chinchilla-244" in out and "epoch-chinchilla-242" not in out
 
 
 def test_second_import_of_same_table_is_refused_and_changes_nothing(capsys, monkeypatch, dbpath):
