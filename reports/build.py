@@ -217,6 +217,55 @@ def compute_curves(runs: pd.DataFrame, *, bootstrap: int = COMPUTE_BOOTSTRAP,
     return curves, pd.DataFrame(table), notes
 
 
+def plan_curves(plan, laws: dict, context: dict | None = None,
+                points: int = CURVE_POINTS) -> tuple[pd.DataFrame, list[str]]:
+    """Each parameterization's shape law at the plan's target: loss vs N:L at the target's
+    non-embedding P and tokens (tokens per parameter × P), with the law's interval.
+
+    The grid is log-spaced over the N:L range the plan searched for that parameterization's band
+    (its trained range, clipped to shapes a P-parameter model can have), else the trained range
+    from ``context``. A parameterization whose law is missing or fails to predict is left out
+    with a note, so the figure still shows the others."""
+    d = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan or {})
+    target = d.get("target") or {}
+    p = target.get("n_params_used") or target.get("n_params") or d.get("n_params")
+    tpp = target.get("tokens_per_param")
+    notes: list[str] = []
+    if not p or not tpp or not laws:
+        return pd.DataFrame(columns=["parameterization", "ratio", "loss", "low", "high"]), notes
+    frames = []
+    for key, law in laws.items():
+        band = (d.get("band") or {}).get(key) or {}
+        ctx = (context or {}).get(key) or {}
+        rng = band.get("searched") or [ctx.get("ratio_min"), ctx.get("ratio_max")]
+        try:
+            lo, hi = float(rng[0]), float(rng[1])
+        except (TypeError, ValueError, IndexError):
+            notes.append(f"plan figure: no N:L range for {an.param_label(key)}'s law; left out")
+            continue
+        if not (lo > 0 and hi >= lo):
+            notes.append(f"plan figure: no N:L range for {an.param_label(key)}'s law; left out")
+            continue
+        grid = np.logspace(math.log10(lo), math.log10(hi), points) if hi > lo else np.array([lo])
+        n = len(grid)
+        try:
+            mean, low, high = law.predict(n_params=np.full(n, float(p)), n_tokens=np.full(n, float(tpp) * float(p)),
+                                          ratio=grid)
+        except (CpPlanError, ValueError, TypeError, FloatingPointError) as exc:
+            notes.append(f"plan figure: {an.param_label(key)}'s law could not be evaluated ({exc}); left out")
+            continue
+        mean = np.asarray(mean, float)
+        if not np.isfinite(mean).any():
+            notes.append(f"plan figure: {an.param_label(key)}'s law predicts no finite loss at the target; left out")
+            continue
+        frames.append(pd.DataFrame({"parameterization": key, "ratio": grid, "loss": mean,
+                                    "low": np.asarray(low, float) if low is not None else np.nan,
+                                    "high": np.asarray(high, float) if high is not None else np.nan}))
+    if not frames:
+        return pd.DataFrame(columns=["parameterization", "ratio", "loss", "low", "high"]), notes
+    return pd.concat(frames, ignore_index=True), notes
+
+
 def report_version() -> str:
     """The code generating the report: the checkout's short commit, else the package version."""
     from planner.version import code_version
@@ -259,7 +308,12 @@ def build_report(db, laws=None, plan=None, *, tolerance: float = 0.01, notes: li
         meta.setdefault("laws", "none (no shape law could be loaded or fitted)")
     frontier, fits, n3 = compute_curves(runs) if len(runs) else (None, None, [])
     notes += n3
+    at_target = None
+    if plan is not None and laws is not None and laws.laws:
+        at_target, n4 = plan_curves(plan, laws.laws, laws.context)
+        notes += n4
     from reports.page import render_report
 
     return render_report(runs, coord, shape_curves=curves, compute_curves=frontier, compute_fits=fits,
-                         savings=savings, plan=plan, notes=notes, meta=meta, tolerance=tolerance)
+                         savings=savings, plan=plan, plan_curves=at_target, notes=notes, meta=meta,
+                         tolerance=tolerance)

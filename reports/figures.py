@@ -343,6 +343,68 @@ def fig_coord_summary(coord: pd.DataFrame, axis: str = "depth", title: str = "")
     return _layout(fig, title, height=380)
 
 
+def fig_plan(curves: pd.DataFrame, plan: dict, title: str = "") -> go.Figure:
+    """Loss vs N:L (log x) at the plan's target, one colour per parameterization.
+
+    ``curves``: each parameterization's shape law at the target P and tokens (parameterization,
+    ratio, loss, optional low/high), drawn with its interval shaded. ``plan``: ``Plan.to_dict()``;
+    its ``band`` gives each parameterization's compute-efficient band, drawn as a thick segment at
+    (1 + tolerance) × that band's best loss, its pick is a star with the predicted-loss interval,
+    and its ``alternatives`` are grey diamonds (loss = the planned law's best × (1 + loss_vs_best)).
+    A parameterization without a curve is simply absent."""
+    fig = go.Figure()
+    bands = plan.get("band") or {}
+    tol = float((plan.get("target") or {}).get("tolerance") or 0.01)
+    chosen = plan.get("parameterization")
+    for name in sorted_params(list(curves["parameterization"].unique()) if not curves.empty else []):
+        color, label = color_of(name), param_label(name)
+        c = curves[curves["parameterization"] == name].sort_values("ratio")
+        _add_band(fig, c["ratio"], c["loss"], c.get("low"), c.get("high"),
+                  f"{label} shape law" + (" (planned)" if name == chosen else ""), color)
+        b = bands.get(name)
+        if isinstance(b, dict) and b.get("ratio_min") is not None and b.get("best_loss") is not None:
+            threshold = float(b["best_loss"]) * (1 + tol)
+            fig.add_trace(go.Scatter(
+                x=[b["ratio_min"], b["ratio_max"]], y=[threshold] * 2, mode="lines+markers",
+                line=dict(color=color, width=6), opacity=0.55,
+                marker=dict(symbol="line-ns-open", size=14, color=color),
+                legendgroup=f"{label} shape law" + (" (planned)" if name == chosen else ""),
+                name=f"{label} band N:L {b['ratio_min']:.3g}–{b['ratio_max']:.3g}",
+                hovertext=f"{label}: loss within {tol:.0%} of its best ({b['best_loss']:.4g} at N:L "
+                          f"{b.get('best_ratio', float('nan')):.3g}) for N:L {b['ratio_min']:.3g}–{b['ratio_max']:.3g}",
+                hoverinfo="text"))
+    best = (bands.get(chosen) or {}).get("best_loss")
+    alts = [a for a in plan.get("alternatives") or [] if isinstance(a, dict)]
+    if best is not None and alts:
+        fig.add_trace(go.Scatter(
+            x=[a["ratio"] for a in alts], y=[float(best) * (1 + float(a["loss_vs_best"])) for a in alts],
+            mode="markers", marker=dict(symbol="diamond", size=8, color="#7f7f7f"), name="alternatives",
+            hovertext=[f"N={a.get('n_embd')} L={a.get('n_layer')} (N:L {a['ratio']:.3g}): "
+                       f"{a['loss_vs_best']:+.2%} vs best; {a.get('reason', '')}" for a in alts],
+            hoverinfo="text"))
+    loss = plan.get("predicted_loss")
+    if plan.get("ratio") is not None and loss is not None and math.isfinite(float(loss)):
+        lo, hi = (plan.get("predicted_loss_interval") or [None, None])[:2]
+        err = None
+        if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+            err = dict(type="data", symmetric=False, array=[max(hi - loss, 0.0)],
+                       arrayminus=[max(loss - lo, 0.0)], color=color_of(chosen or ""), thickness=1.5)
+        fig.add_trace(go.Scatter(
+            x=[plan["ratio"]], y=[loss], mode="markers", error_y=err,
+            marker=dict(symbol="star", size=16, color=color_of(chosen or ""), line=dict(width=1, color="black")),
+            name=f"pick: N={plan.get('n_embd')} L={plan.get('n_layer')}",
+            hovertext=f"pick ({param_label(chosen or '?')}): N={plan.get('n_embd')} L={plan.get('n_layer')}, "
+                      f"N:L {plan['ratio']:.3g}, loss {loss:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if err else ""),
+            hoverinfo="text"))
+    target = plan.get("target") or {}
+    p = target.get("n_params_used") or plan.get("n_params")
+    fig.update_xaxes(type="log", title="N:L (width / depth)")
+    fig.update_yaxes(title="predicted final validation loss")
+    sub = (f"P = {p:.3g} non-embedding params, {target.get('tokens_per_param', float('nan')):g} tokens/param"
+           if p else "")
+    return _layout(fig, f"{title}: {sub}" if title and sub else (title or sub))
+
+
 def figure_div(fig: go.Figure) -> str:
     """The figure as an HTML fragment that relies on the page's single inlined plotly.js."""
     return fig.to_html(full_html=False, include_plotlyjs=False,

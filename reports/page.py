@@ -365,10 +365,12 @@ def _interval(lo, hi, fmt=_pct) -> str:
     return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
-def section_plan(plan, why_missing: str = "") -> str:
+def section_plan(plan, why_missing: str = "", curves: pd.DataFrame | None = None) -> str:
     """The plan as tables: the pick, the band per parameterization, savings, per-group
-    hyperparameters, alternatives with why each lost, assumptions and warnings. Keys this
-    renderer does not know are shown generically, so a richer Plan still appears whole."""
+    hyperparameters, alternatives with why each lost, assumptions and warnings, and a figure of
+    loss vs N:L at the target (``curves``: each parameterization's law there) with the bands and
+    the pick. Keys this renderer does not know are shown generically, so a richer Plan still
+    appears whole."""
     d = _as_dict(plan)
     if not d:
         return _section("plan", _empty("plan", why_missing or "Pass <code>--params P --hardware H</code> "
@@ -392,6 +394,16 @@ def section_plan(plan, why_missing: str = "") -> str:
         ]
         body.append("<table>" + "".join(f'<tr><th class="t">{esc(k)}</th><td class="t">{esc(v)}</td></tr>'
                                         for k, v in rows) + "</table>")
+        if curves is not None and not curves.empty:
+            from reports.figures import fig_plan, figure_div
+
+            body.append(_note(
+                "Predicted loss vs N:L at the target (its non-embedding P and tokens) from each "
+                "parameterization's shape law, drawn over the N:L range its band was searched in; "
+                "shaded: the law's bootstrap interval. Thick segments: each compute-efficient band "
+                "(loss within the tolerance of its best); the star is the pick, with its interval; "
+                "grey diamonds are the alternatives the plan lists."))
+            body.append(figure_div(fig_plan(curves, d, title="The plan at its target")))
         for k in ("parameterization", "hardware", "n_embd", "n_layer", "n_head", "d_head", "ratio", "n_params",
                   "n_tokens", "flops", "flop_convention", "predicted_loss", "predicted_loss_interval", "reason"):
             d.pop(k, None)
@@ -527,7 +539,8 @@ def plotly_bundle() -> str:
 
 def render_report(runs: pd.DataFrame | None, coord: pd.DataFrame | None = None, *,
                   shape_curves: pd.DataFrame | None = None, compute_curves: pd.DataFrame | None = None,
-                  compute_fits: pd.DataFrame | None = None, savings: pd.DataFrame | None = None, plan=None, notes: list[str] | None = None,
+                  compute_fits: pd.DataFrame | None = None, savings: pd.DataFrame | None = None, plan=None,
+                  plan_curves: pd.DataFrame | None = None, notes: list[str] | None = None,
                   meta: dict | None = None, tolerance: float = 0.01) -> str:
     """Assemble the page from frames.
 
@@ -536,7 +549,8 @@ def render_report(runs: pd.DataFrame | None, coord: pd.DataFrame | None = None, 
     ratio, loss, low, high); ``compute_curves``: fitted compute laws (parameterization, kind
     'frontier' or 'ratio', ratio, label, flops, loss, low, high); ``compute_fits``: a table of
     their fitted values; ``savings``: (ratio, baseline, saved, low, high[, target, scale]); ``plan``: a Plan
-    (or dict); ``notes``: warnings shown at the top (e.g. a law that could not be fitted).
+    (or dict); ``plan_curves``: each parameterization's shape law at the plan's target
+    (parameterization, ratio, loss, low, high; ``reports.build.plan_curves``); ``notes``: warnings shown at the top (e.g. a law that could not be fitted).
     """
     runs = runs if runs is not None else pd.DataFrame(columns=["run_id", "status", "parameterization",
                                                                "n_embd", "n_layer", "n_params", "n_tokens",
@@ -550,7 +564,7 @@ def render_report(runs: pd.DataFrame | None, coord: pd.DataFrame | None = None, 
         section_savings(savings, meta.get("savings_missing", "")),
         section_lr(runs),
         section_coord(coord),
-        section_plan(plan, meta.get("plan_missing", "")),
+        section_plan(plan, meta.get("plan_missing", ""), plan_curves),
         section_runs(runs),
     ]
     nav = "".join(f'<a href="#{k}">{esc(t)}</a>' for k, t in SECTIONS.items())
