@@ -68,7 +68,9 @@ def _emit_json(obj) -> None:
 
 
 def _err(message: str) -> None:
-    typer.echo(f"cp-plan: error: {message}", err=True)
+    from planner.errors import mask_secrets
+
+    typer.echo(f"cp-plan: error: {mask_secrets(message)}", err=True)
 
 
 # ---------------------------------------------------------------- hparams (planner.rules)
@@ -190,9 +192,8 @@ def runs_list(
     from planner.tableio import records_for_json
 
     rdb = RunDB(db, create=False)
-    df = rdb.runs(where=_where_dict(where), statuses=[s.value for s in status] if status else None)
-    if limit:
-        df = df.tail(limit)
+    df = rdb.runs(where=_where_dict(where), statuses=[s.value for s in status] if status else None,
+                  limit=limit or None)
     records = records_for_json(df, df.columns if all_columns else CANONICAL_COLUMNS)
     if json_out:
         _emit_json(records)
@@ -1044,14 +1045,46 @@ def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list
 
 
 
+def _stdout_reader_gone(exit_exc: SystemExit) -> bool:
+    """Whether an exit came from a broken pipe on stdout: rich's Console raises SystemExit(1)
+    while handling BrokenPipeError, and typer, meeting EPIPE, swaps stdout for click's
+    PacifyFlushWrapper and exits 1; both are wrong for `cp-plan ... | head`."""
+    return (isinstance(exit_exc.__context__, BrokenPipeError)
+            or type(sys.stdout).__name__ == "PacifyFlushWrapper")
+
+
 def main() -> None:
-    """Console-script entry: run the app, turning CpPlanError into one line and exit 1."""
+    """Console-script entry: run the app, turning CpPlanError into one line and exit 1.
+
+    A reader that stops early (`| head -1`) is not an error: the broken pipe is handled as the
+    Python docs advise (flush inside the handler, point stdout at devnull, exit 0). Running out
+    of memory is one line too, not a traceback."""
     try:
-        app()  # standalone: click reports usage errors itself and exits 2
+        try:
+            app()  # standalone: click reports usage errors itself and exits 2
+        except SystemExit as exc:
+            if _stdout_reader_gone(exc):
+                raise BrokenPipeError from exc
+            if exc.code in (0, None):
+                sys.stdout.flush()  # a pipe closed after the last write surfaces here, not at exit
+            raise
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        except (OSError, ValueError, AttributeError):
+            pass  # stdout is not a file (tests capture it)
+        sys.exit(0)
     except CpPlanError as exc:
         if os.environ.get("CP_PLAN_DEBUG"):
             raise
         _err(str(exc))
+        sys.exit(1)
+    except MemoryError:
+        if os.environ.get("CP_PLAN_DEBUG"):
+            raise
+        _err("out of memory: the request needs more memory than this machine has; ask for less "
+             "(a smaller --params or --flops, fewer --bootstrap refits, or fewer runs via --where)")
         sys.exit(1)
 
 if __name__ == "__main__":

@@ -847,12 +847,14 @@ class RunDB:
                 .where(runs_table.c.config_hash == config_hash, runs_table.c.status == "done")
                 .order_by(runs_table.c.updated_at.desc()).limit(1)).scalar()
 
-    def runs(self, where: dict | None = None, statuses: tuple[str, ...] | list[str] | str | None = ("done",)) -> pd.DataFrame:
+    def runs(self, where: dict | None = None, statuses: tuple[str, ...] | list[str] | str | None = ("done",),
+             limit: int | None = None) -> pd.DataFrame:
         """Runs as a DataFrame: canonical columns, then the extra run columns, then any columns
         imported tables brought along. Float columns are float64; integer columns int64, or
         float64 with NaN when some runs lack them. ``where`` maps a column to a value (strings
         are parsed for numeric columns), a list of values, or None (missing);
-        ``statuses=None`` returns every status."""
+        ``statuses=None`` returns every status; ``limit`` keeps only the last N matching runs
+        (in the query itself, so a large database is not read whole)."""
         q = self._runs_select()
         if statuses is not None:
             statuses = (statuses,) if isinstance(statuses, str) else tuple(statuses)
@@ -875,9 +877,16 @@ class RunDB:
                 q = q.where(sa.or_(*conds))
             else:
                 post[col] = values
-        q = q.order_by(runs_table.c.seq, runs_table.c.run_id)
-        with self._tx() as conn:
-            rows = conn.execute(q).mappings().all()
+        if limit is not None and limit < 0:
+            raise CpPlanError(f"limit={limit} must be >= 0 (0 or None: all runs)")
+        if limit and not post:  # columns kept in extra_json filter after the query: limit after them
+            q = q.order_by(runs_table.c.seq.desc(), runs_table.c.run_id.desc()).limit(limit)
+            with self._tx() as conn:
+                rows = conn.execute(q).mappings().all()[::-1]
+        else:
+            q = q.order_by(runs_table.c.seq, runs_table.c.run_id)
+            with self._tx() as conn:
+                rows = conn.execute(q).mappings().all()
         df = _runs_frame(rows)
         for col, values in post.items():
             if col not in df.columns:
@@ -887,6 +896,8 @@ class RunDB:
             s = df[col]
             mask = s.isna() if values == [None] else s.astype(str).isin([str(v) for v in values])
             df = df[mask].reset_index(drop=True)
+        if limit and post:
+            df = df.tail(limit).reset_index(drop=True)
         return df
 
     def _resolve_id(self, conn, run_id: str) -> str:
