@@ -662,10 +662,9 @@ def fit(
     payload = {"law": law.value, "db": rdb.display, "where": where_d, "bootstrap": bootstrap, "seed": seed,
                "laws": {k: r.to_json() for k, r in results.items()}, "skipped": skipped, "notes": notes}
     if out is not None:
-        try:
-            out.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise CpPlanError(f"cannot write --out {out} ({exc}); choose a writable path") from None
+        from planner.fileio import write_atomic
+
+        write_atomic(out, json.dumps(payload, indent=1, allow_nan=False) + "\n")  # full disk: old file kept
     if json_out:
         for entry in payload["laws"].values():
             samples = entry.pop("samples", None)
@@ -1038,9 +1037,9 @@ def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list
             text += (f"- `{hw}`: N = {d.get('n_embd')}, L = {d.get('n_layer')}, N:L = {d.get('ratio', float('nan')):.3g}, "
                      f"predicted loss {d.get('predicted_loss', float('nan')):.4g}; savings {'; '.join(parts) or '—'}\n")
     md = out_dir / "REPRODUCTION.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(md)
+    from planner.fileio import write_atomic
+
+    write_atomic(md, text)
     return [str(html), str(md)]
 
 

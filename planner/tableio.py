@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -293,22 +291,24 @@ def _json_default(v):
 
 
 def write_table(df, path: str | Path) -> Path:
-    """Write ``df`` as CSV, JSONL or Parquet (by extension), atomically (temp file + rename).
+    """Write ``df`` as CSV, JSONL or Parquet (by extension), atomically (temp file + rename;
+    :func:`planner.fileio.write_atomic`): a full disk leaves the old file and a one-line error.
 
     Floats round-trip exactly: CSV and JSONL use Python's shortest repr; NaN becomes an empty
     cell or null."""
+    from planner.fileio import write_atomic
+
     path = Path(path)
     fmt = table_format(path)
-    if not path.parent.is_dir():
-        raise CpPlanError(f"directory {str(path.parent)!r} does not exist; create it or choose another --out")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         if fmt == "csv":
             df.to_csv(tmp, index=False)
         elif fmt == "parquet":
             try:
                 df.to_parquet(tmp, index=False)
+            except OSError:
+                raise
             except Exception as exc:
                 raise CpPlanError(f"cannot write Parquet: {str(exc).splitlines()[0]}; "
                                   "export to .csv or .jsonl instead") from exc
@@ -318,11 +318,8 @@ def write_table(df, path: str | Path) -> Path:
                     clean = {k: (None if _is_missing(v) or (isinstance(v, float) and not math.isfinite(v)) else v)
                              for k, v in rec.items()}
                     f.write(json.dumps(clean, default=_json_default) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return write_atomic(path, write)
 
 
 def rename_columns(df, renames: list[tuple[str, str]]):

@@ -13,13 +13,11 @@ import datetime as _dt
 import html
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from planner.errors import CpPlanError
 from reports import analysis as an
 
 SECTIONS = {
@@ -587,25 +585,11 @@ def render_report(runs: pd.DataFrame | None, coord: pd.DataFrame | None = None, 
 
 def write_report(path: str | os.PathLike, text: str) -> Path:
     """Write the page atomically: a temporary file in the target folder, fsync, then rename, so a
-    reader never sees half a report and an interrupted write leaves the old one intact."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise CpPlanError(f"cannot write {path}: folder {parent} does not exist; create it or choose "
-                          "another --out")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    reader never sees half a report and an interrupted write or a full disk leaves the old one
+    intact (an OS error is one line: :func:`planner.fileio.write_atomic`)."""
+    from planner.fileio import write_atomic
+
+    return write_atomic(path, text)
 
 
 def sections_present(page: str) -> dict[str, bool]:

@@ -1,0 +1,74 @@
+"""Output files written atomically, with OS errors as one-line messages.
+
+Every file cp-plan writes for a user (``fit --out``, ``runs export``, ``report``, the
+reproduction summary) goes through :func:`write_atomic`: the content is written to a temporary
+file in the target's folder, flushed to disk, then renamed over the target (``os.replace``,
+atomic on POSIX). A full disk or a killed process therefore leaves the previous file intact and
+no half-written one, and ENOSPC, EACCES, EROFS ... become a :class:`CpPlanError` naming the
+file, the reason and what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from planner.errors import CpPlanError
+
+_FIX = {
+    errno.ENOSPC: "free some space or choose another --out",
+    errno.EDQUOT: "free some space (disk quota) or choose another --out",
+    errno.EACCES: "choose a folder you can write to (--out)",
+    errno.EPERM: "choose a folder you can write to (--out)",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.ENOENT: "create the folder first or choose another --out",
+    errno.EISDIR: "give a file name, not a folder",
+}
+
+
+def os_error_message(exc: OSError, path: str | os.PathLike, what: str = "write") -> str:
+    """'cannot write PATH: No space left on device; free some space ...' (one line)."""
+    reason = exc.strerror or type(exc).__name__
+    fix = _FIX.get(exc.errno, "check the path and the disk")
+    return f"cannot {what} {path}: {reason}; {fix}"
+
+
+def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[str], None], *,
+                 mode: int = 0o644) -> Path:
+    """Write ``content`` (text as UTF-8, bytes, or a function that writes the temporary path it
+    is given) to ``path`` atomically (see the module docstring) and return the path."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CpPlanError(f"cannot write {path}: it is a folder; give a file name, e.g. {path / 'out.json'}")
+    if not parent.is_dir():
+        raise CpPlanError(f"cannot write {path}: folder {parent} does not exist; create it or choose another --out")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        if callable(content):
+            os.close(fd)
+            content(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise CpPlanError(os_error_message(exc, path)) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
