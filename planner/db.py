@@ -583,6 +583,33 @@ class RunDB:
         self._update(run_id, values, "update_run", require_loss=values.get("status") == "done",
                      holder=lease_holder)
 
+    def fail_stale_runs(self, config_hash: str, reason: str = "crashed") -> list[str]:
+        """Mark this config's abandoned 'running' rows 'failed' and return their run_ids.
+
+        A row is abandoned when its lease expired, its worker process on this host is gone, or
+        (no lease) it has been silent for NO_LEASE_STALE_S (see ``_is_stale``). A killed
+        ``cp-plan train`` leaves such a row; a fresh run of the same config calls this so the
+        database does not show it 'running' forever. The reason names the worker and the last
+        heartbeat."""
+        c = runs_table.c
+        done = []
+        with self._tx(write=True) as conn:
+            now = _now()
+            rows = conn.execute(sa.select(c.run_id, c.status, c.worker, c.lease_expires_at, c.updated_at)
+                                .where(c.config_hash == config_hash, c.status == "running")).all()
+            for r in rows:
+                if not _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now):
+                    continue
+                why = (f"{reason}: worker {r.worker or '?'} stopped (last heartbeat {r.updated_at}"
+                       + (f", lease expired {r.lease_expires_at}" if r.lease_expires_at else "")
+                       + "); a later run of the same config took over")
+                res = conn.execute(sa.update(runs_table).where(
+                    c.run_id == r.run_id, c.status == "running", c.updated_at == r.updated_at).values(
+                    status="failed", reason=why, lease_expires_at=None, updated_at=now, rev=c.rev + 1))
+                if res.rowcount == 1:
+                    done.append(r.run_id)
+        return done
+
     def add_curve(self, run_id: str, rows: list[dict], *, lease_holder: str | None = None) -> None:
         """Append loss-curve points (dicts with ``step`` and any of n_tokens, train_loss,
         val_loss, lr, tokens_per_s, wall_s, grad_norm). A step already stored is replaced, so a

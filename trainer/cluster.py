@@ -21,6 +21,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -160,8 +161,11 @@ def worker_loop(db: RunDB, *, config_hashes=None, sweep_id: str | None = None,
 
 
 def _worker_process(db_url: str, config_hashes: list[str], lease_s: float, max_attempts: int,
-                    threads: int | None) -> int:
-    """Entry point of a worker process or Slurm job (top level so that it pickles)."""
+                    threads: int | None, secret_file: str | None = None) -> int:
+    """Entry point of a worker process or Slurm job (top level so that it pickles).
+    ``secret_file`` holds the database password when the URL was sent without it."""
+    if secret_file is not None:
+        db_url = _url_with_secret(db_url, secret_file)
     threads = threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0) or None  # the job's CPUs, not the node's
     if threads:
         import torch
@@ -263,18 +267,61 @@ def slurm_executor(folder: str | Path, *, partition: str | None, time_min: int, 
     return executor
 
 
+def split_secret(db: RunDB, folder: str | Path) -> tuple[str, str | None]:
+    """The database URL for worker jobs without its password, and the path of a file that
+    holds the password (mode 0600, in ``folder``), or None when the URL has none.
+
+    submitit pickles a job's arguments into files in its folder, which other users of a shared
+    filesystem may read; a password in ``user:PW@`` or ``?password=PW`` must not go there."""
+    url = db.url
+    if db.path is not None or db.backend == "sqlite":
+        return db.worker_url(), None
+    query_keys = [k for k in url.query if k.lower() == "password"]
+    password = url.password
+    if password is None and query_keys:
+        v = url.query[query_keys[0]]
+        password = v[0] if isinstance(v, tuple) else v
+    if password is None:
+        return db.worker_url(), None
+    url = url.difference_update_query(query_keys)
+    bare = type(url).create(url.drivername, username=url.username, password=None, host=url.host,
+                            port=url.port, database=url.database, query=url.query)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".cp-plan-db-secret-{uuid.uuid4().hex[:12]}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(str(password))
+    return bare.render_as_string(hide_password=False), str(path)
+
+
+def _url_with_secret(db_url: str, secret_file: str) -> str:
+    import sqlalchemy as sa
+
+    try:
+        password = Path(secret_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CpPlanError(f"worker: cannot read the database password file {secret_file} ({exc.strerror}); "
+                          "it must be on a filesystem the worker nodes share") from None
+    return sa.make_url(db_url).set(password=password).render_as_string(hide_password=False)
+
+
 def submit_workers(executor, db: RunDB, config_hashes: list[str], workers: int, *, lease_s: float,
                    max_attempts: int) -> list:
-    """Submit ``workers`` worker jobs (a Slurm job array with a Slurm executor) and return them."""
+    """Submit ``workers`` worker jobs (a Slurm job array with a Slurm executor) and return them.
+    The jobs get the database URL without its password; the password goes in a 0600 file in
+    the executor's folder (:func:`split_secret`)."""
     if workers > 1:
         try:
             executor.update_parameters(slurm_array_parallelism=workers)
         except (ValueError, TypeError):
             pass  # not a Slurm executor (submitit's local executor, in tests)
-    url = db.worker_url()
+    folder = getattr(executor, "folder", None) or getattr(getattr(executor, "_executor", None), "folder", None)
+    url, secret = split_secret(db, folder or Path.cwd())
     hashes = list(config_hashes)
     return executor.map_array(_worker_process, [url] * workers, [hashes] * workers,
-                              [lease_s] * workers, [max_attempts] * workers, [None] * workers)
+                              [lease_s] * workers, [max_attempts] * workers, [None] * workers,
+                              [secret] * workers)
 
 
 def wait_jobs(jobs: list, db: RunDB, config_hashes: list[str], *, lease_s: float, max_attempts: int,

@@ -111,7 +111,9 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict | None:
         if not candidate.is_file():
             continue
         try:
-            state = torch.load(candidate, map_location="cpu", weights_only=False)
+            # weights_only: a checkpoint is plain data (tensors, dicts, lists, numbers); a shared
+            # checkpoint directory must not be a way to run code in whoever resumes from it.
+            state = torch.load(candidate, map_location="cpu", weights_only=True)
             if not (isinstance(state, dict) and isinstance(state.get("step"), int) and "model" in state):
                 raise ValueError("not a cp-plan training checkpoint")
         except Exception as exc:  # unreadable: try the previous one, or start over rather than crash a sweep
@@ -255,6 +257,9 @@ def _open_run(db, cfg: TrainConfig, fields: dict, state: dict | None, resume: bo
                     and not (row.get("status") == "running" and _worker_alive(row.get("worker")))):
                 db.update_run(run_id, status="running", reason=None, worker=_worker_id(), **fields)
                 return run_id
+    # A fresh run: rows of this config left 'running' by a killed process are marked failed.
+    with contextlib.suppress(Exception):
+        db.fail_stale_runs(cfg.config_hash())
     return db.start_run(cfg.to_dict(), cfg.config_hash(), worker=_worker_id(), **fields)
 
 
