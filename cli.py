@@ -754,7 +754,10 @@ def recommend(
     flops: Annotated[Optional[float], typer.Option("--flops", help="Training FLOP budget instead of --params (convention 6P+6NV+12LNT per token).")] = None,
     hardware: Annotated[str, typer.Option("--hardware", help="flat, weight-streaming, gpu, latency, memory, or a .toml/.json profile file (fields: planner/hardware.py).")] = "flat",
     parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape: completep, mup, sp, ...")] = "completep",
-    tolerance: Annotated[float, typer.Option(help="Band: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
+    band_criterion: Annotated[str, typer.Option("--band-criterion", metavar="compute|loss", help="Band criterion: compute (default: at most --max-overhead more training compute to reach the best shape's loss; scale-free) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")] = "compute",
+    max_overhead: Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")] = 0.2,
+    tolerance: Annotated[float, typer.Option(help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
+    confidence: Annotated[float, typer.Option(help="The pick must be in the band for at least this share of the laws' samples.")] = 0.9,
     tpp: Annotated[float, typer.Option("--tpp", help="Training tokens per non-embedding parameter.")] = 20.0,
     vocab_size: Annotated[int, typer.Option(help="Vocabulary of the planned model (counts 6NV FLOPs; default GPT-2 BPE).")] = 50257,
     seq_len: Annotated[int, typer.Option(help="Sequence length of the planned model (counts attention FLOPs).")] = 2048,
@@ -774,8 +777,9 @@ def recommend(
 
     defaulted = params is None and flops is None
     target = Target(n_params=1.5e9 if defaulted else params, flops=flops, tokens_per_param=tpp,
-                    parameterization=parameterization, tolerance=tolerance, vocab_size=vocab_size,
-                    seq_len=seq_len, d_head=d_head)
+                    parameterization=parameterization, band_criterion=band_criterion.strip().lower(),
+                    max_overhead=max_overhead, tolerance=tolerance, confidence=confidence,
+                    vocab_size=vocab_size, seq_len=seq_len, d_head=d_head)
     profile = load_profile(hardware)
     _check_export(export, export_out, json_out)
     if bootstrap < 0:
@@ -799,6 +803,84 @@ def recommend(
     _print_plan(plan)
 
 
+@app.command()
+def predict(
+    n_embd: Annotated[int, typer.Option("--n-embd", help="Width N of the configuration.")],
+    n_layer: Annotated[int, typer.Option("--n-layer", help="Depth L of the configuration.")],
+    params: Annotated[Optional[float], typer.Option("--params", help="Non-embedding parameters (default: the exact count of N and L, L·(12N²+13N)+2N; a value more than 10% off it is refused).")] = None,
+    n_tokens: Annotated[Optional[float], typer.Option("--n-tokens", help="Training tokens (default: 20 per non-embedding parameter).")] = None,
+    parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law: completep, mup, sp, ...")] = "completep",
+    db: DbOpt = None,
+    laws: Annotated[Optional[str], typer.Option("--laws", help="Use this laws file instead of fitting from the run database.")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """The laws' loss for one configuration, with its interval, unit and data set."""
+    import numpy as np
+
+    from planner.lawcache import load_laws
+    from planner.recommend import law_key_for, loss_unit
+    from planner.shapes import n_params_nonembedding
+
+    for flag, v in (("--n-embd", n_embd), ("--n-layer", n_layer)):
+        if v < 1:
+            raise CpPlanError(f"{flag} {v} must be a positive integer, e.g. {flag} {2048 if flag == '--n-embd' else 24}")
+    exact = n_params_nonembedding(n_embd, n_layer)
+    if params is None:
+        params = float(exact)
+    elif not (math.isfinite(params) and params > 0):
+        raise CpPlanError(f"--params {params:g} must be a positive number, e.g. --params {exact:.3g}")
+    elif abs(params / exact - 1) > 0.1:
+        raise CpPlanError(f"--params {params:.4g} does not match n_embd {n_embd}, n_layer {n_layer} "
+                          f"({exact:,} non-embedding parameters); leave --params out or fix the shape")
+    if n_tokens is None:
+        n_tokens = 20.0 * params
+    elif not (math.isfinite(n_tokens) and n_tokens > 0):
+        raise CpPlanError(f"--n-tokens {n_tokens:g} must be a positive number, e.g. --n-tokens {20 * params:.3g}")
+    if bootstrap < 0:
+        raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
+    lawset = load_laws(db=db, laws_path=laws, bootstrap=bootstrap,
+                       on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
+    key = parameterization if parameterization in lawset.laws else law_key_for(parameterization)
+    if key not in lawset.laws:
+        raise CpPlanError(f"no law for parameterization {parameterization!r}; laws exist for "
+                          f"{', '.join(sorted(lawset.laws))}: pass one of them with -p")
+    law = lawset.laws[key]
+    inputs = dict(n_params=np.array([params]), n_tokens=np.array([n_tokens]), ratio=np.array([n_embd / n_layer]))
+    mean, low, high = (float(v[0]) for v in law.predict(**inputs))
+    run = law.predict_run(**inputs) if hasattr(law, "predict_run") else (np.array([mean]), np.array([low]), np.array([high]))
+    ctx = lawset.context.get(key) or {}
+    largest_p, largest_d = ctx.get("max_n_params"), ctx.get("max_n_tokens")
+    out = {
+        "parameterization": key, "n_embd": n_embd, "n_layer": n_layer, "ratio": n_embd / n_layer,
+        "n_params": params, "n_tokens": n_tokens, "loss": mean, "interval": [low, high],
+        "run_interval": [float(run[1][0]), float(run[2][0])], "level": getattr(law, "level", 0.95),
+        "unit": loss_unit(ctx) if ctx else "unknown (the laws carry no run context)",
+        "extrapolation": {"n_params": params / largest_p if largest_p else None,
+                          "n_tokens": n_tokens / largest_d if largest_d else None},
+        "interval_note": "interval: the laws' uncertainty (bootstrap refits, shape-law forms, gap forms); "
+                         "run_interval adds the seed-to-seed noise of one training run",
+    }
+    if json_out:
+        _emit_json(out)
+        return
+    x = out["extrapolation"]
+    typer.echo(f"{key} N={n_embd} L={n_layer} (N:L {n_embd / n_layer:.3g}), {params:.4g} params, {n_tokens:.4g} tokens: "
+               f"loss {mean:.4f} {out['unit']}")
+    typer.echo(f"  {out['level']:.0%} interval [{low:.4f}, {high:.4f}]; one run [{out['run_interval'][0]:.4f}, "
+               f"{out['run_interval'][1]:.4f}]")
+    if x["n_params"]:
+        typer.echo(f"  {x['n_params']:.3g}x the params and {(x['n_tokens'] or float('nan')):.3g}x the tokens of the "
+                   "largest run behind the law")
+
+
+def _edge_text(b: dict, side: str) -> str:
+    e = b["edges"][side]
+    lo, hi = e["interval"]
+    mark = "" if e["identified"] else ("≤" if side == "low" else "≥")
+    return f"{mark}{e['ratio']:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
 def _print_plan(p: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -806,8 +888,7 @@ def _print_plan(p: dict) -> None:
     console = Console()
     a = p["assumptions"]
     lo, hi = p["predicted_loss_interval"]
-    head = Table(title=f"Plan: {p['parameterization']} on {p['hardware']['name']} "
-                       f"({p['reason']})", show_header=False)
+    head = Table(title=f"Plan: {p['parameterization']} on {p['hardware']['name']} ({p['reason']})", show_header=False)
     head.add_column("", style="bold")
     head.add_column("")
     head.add_row("shape", f"n_embd {p['n_embd']}, n_layer {p['n_layer']}, n_head {p['n_head']} "
@@ -815,7 +896,9 @@ def _print_plan(p: dict) -> None:
     head.add_row("non-embedding params", f"{p['n_params']:,}")
     head.add_row("tokens", f"{p['n_tokens']:,} ({p['target']['tokens_per_param']:g} per param)")
     head.add_row("training FLOPs", f"{p['flops']:.4g} ({p['flop_convention']})")
-    head.add_row("predicted loss", f"{p['predicted_loss']:.4f} [{lo:.4f}, {hi:.4f}]")
+    run = p.get("predicted_run_loss_interval") or [lo, hi]
+    head.add_row("predicted loss", f"{p['predicted_loss']:.4f} {p.get('loss_unit', '')}; law interval "
+                                   f"[{lo:.4f}, {hi:.4f}], one run [{run[0]:.4f}, {run[1]:.4f}]")
     hw = p["hardware"]
     cost = [f"per-layer weights {hw['layer_bytes'] / 1e6:.4g} MB"]
     if "step_time_s" in hw:
@@ -823,30 +906,35 @@ def _print_plan(p: dict) -> None:
     if "latency_s" in hw:
         cost.append(f"est. latency {hw['latency_s'] * 1e3:.3g} ms/token")
     head.add_row("hardware cost", ", ".join(cost))
-    if a.get("extrapolation"):
-        head.add_row("extrapolation", a["extrapolation_note"])
+    x = p.get("extrapolation") or {}
+    if x.get("n_params"):
+        head.add_row("rests on", f"runs up to {x['largest_n_params']:.3g} params and "
+                                 f"{(x.get('largest_n_tokens') or float('nan')):.3g} tokens; the plan is "
+                                 f"{x['n_params']:.3g}x the params and {(x.get('n_tokens') or float('nan')):.3g}x the tokens")
     console.print(head)
 
-    band = Table(title=f"Compute-efficient band (loss within {p['target']['tolerance']:.2%} of the best)")
-    for col in ("parameterization", "N:L band", "best N:L", "best loss", "trained N:L", "runs"):
+    crit = p.get("criterion") or {}
+    band = Table(title=f"Compute-efficient band: {crit.get('description', '')}",
+                 caption="edges: point [95% interval]; ≤/≥ marks an edge on the trained range (not identified)")
+    for col in ("parameterization", "deep edge N:L", "wide edge N:L", "best N:L", "trained N:L", "runs"):
         band.add_column(col)
     for name, b in p["band"].items():
         tr = b.get("trained_range")
-        edge = ("≤" if b.get("reaches_low_edge") else "") , ("≥" if b.get("reaches_high_edge") else "")
-        band.add_row(name, f"{edge[0]}{b['ratio_min']:.3g} – {edge[1]}{b['ratio_max']:.3g}",
-                     f"{b['best_ratio']:.3g}", f"{b['best_loss']:.4f}",
-                     f"{tr[0]:.3g} – {tr[1]:.3g}" if tr else "—", _fmt_cell(b.get("n_runs")))
+        bl, bh = b.get("best_ratio_interval", [b["best_ratio"]] * 2)
+        band.add_row(name, _edge_text(b, "low"), _edge_text(b, "high"), f"{b['best_ratio']:.3g} [{bl:.3g}, {bh:.3g}]",
+                     f"{tr[0]:.3g}–{tr[1]:.3g}" if tr else "—", _fmt_cell(b.get("n_runs")))
     console.print(band)
 
     if p["savings"]:
-        sv = Table(title=f"FLOP savings of {p['parameterization']} at N:L {p['ratio']:.3g} "
+        sv = Table(title=f"Compute {p['parameterization']} saves at N:L {p['ratio']:.3g} "
                          f"(same loss, {p['target']['tokens_per_param']:g} tokens/param)")
-        for col in ("versus", "saved", "interval", "6ND figure", "other needs params"):
+        for col in ("versus", "saved", "95% interval", "significant?", "saved in 6ND FLOPs", "params the other needs"):
             sv.add_column(col)
         for name, s in p["savings"].items():
             interval = (f"[{s['low']:.1%}, {s['high']:.1%}]"
                         if s["low"] is not None and math.isfinite(s["low"]) else "—")
             sv.add_row(name, f"{s['fraction']:.1%}" + ("" if s["reachable"] else " (bound)"), interval,
+                       "yes" if s.get("significant") else "no: the interval crosses 0",
                        f"{s['fraction_6nd']:.1%}", f"{s['n_params_other']:.4g}")
         console.print(sv)
 
@@ -875,11 +963,17 @@ def _print_plan(p: dict) -> None:
         console.print(alt)
 
     console.print("[bold]Assumptions[/bold]")
-    for line in (a["flop_convention_note"], a["band_basis"], a["shapes"],
-                 f"planned vocab {a['vocab_size']}, seq_len {a['seq_len']}; runs: vocab "
+    noise = a.get("seed_noise") or {}
+    for line in (f"loss in {a.get('loss_unit', '?')}",
+                 f"band: {a.get('criterion', '')}; pick: {a.get('pick_rule', '')}",
+                 a.get("extrapolation_note"),
+                 a["flop_convention_note"], a["shapes"],
+                 f"planned vocab {a['vocab_size']}, seq_len {a['seq_len']}; the runs had vocab "
                  f"{_join(a.get('runs_vocab_sizes'))}, seq_len {_join(a.get('runs_seq_lens'))}, "
-                 f"tokens/param {_range(a.get('runs_tokens_per_param'))}",
-                 f"runs' data {_join(a.get('data'))}, devices {_join(a.get('device'))}",
+                 f"{_range(a.get('runs_tokens_per_param'))} tokens per parameter",
+                 f"runs trained on {_join(a.get('data'))}, on {_join(a.get('device'))}",
+                 (f"seed noise σ = {noise['sigma_loss']:.3g} ({noise.get('source', '')})" if noise.get("sigma_loss") is not None else None),
+                 a.get("interval"),
                  a.get("from_flops"), a.get("target_default"), a["hparams"]):
         if line:
             console.print(f"  • {line}")
@@ -895,7 +989,7 @@ def _range(v) -> str:
     if not v:
         return "?"
     lo, hi = v
-    return f"{lo:.3g}" if math.isclose(lo, hi, rel_tol=1e-3) else f"{lo:.3g}–{hi:.3g}"
+    return f"{lo:.3g}" if math.isclose(lo, hi, rel_tol=1e-2) else f"{lo:.3g}–{hi:.3g}"
 
 
 # ---------------------------------------------------------------- report (reports)
@@ -910,7 +1004,10 @@ def report(
     params: Annotated[Optional[float], typer.Option("--params", help="Include the plan for this many non-embedding parameters (with --hardware).")] = None,
     hardware: Annotated[Optional[str], typer.Option("--hardware", help="Hardware profile of the plan: flat, weight-streaming, gpu, latency, memory or a .toml/.json file.")] = None,
     parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape.")] = "completep",
-    tolerance: Annotated[float, typer.Option(help="Band: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
+    band_criterion: Annotated[str, typer.Option("--band-criterion", metavar="compute|loss", help="Band criterion: compute (default: at most --max-overhead more training compute to reach the best shape's loss; scale-free) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")] = "compute",
+    max_overhead: Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")] = 0.2,
+    tolerance: Annotated[float, typer.Option(help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
+    confidence: Annotated[float, typer.Option(help="The pick must be in the band for at least this share of the laws' samples.")] = 0.9,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when the shape laws must be (re)fitted (seeded).")] = 200,
     json_out: JsonOpt = False,
 ) -> None:
@@ -927,7 +1024,8 @@ def report(
     if (params is None) != (hardware is None):
         raise CpPlanError("the plan table needs both --params and --hardware (e.g. --params 1.5e9 "
                           "--hardware weight-streaming); give both or neither")
-    target = Target(n_params=params, parameterization=parameterization, tolerance=tolerance) if params is not None else None
+    target = Target(n_params=params, parameterization=parameterization, band_criterion=band_criterion.strip().lower(),
+                    max_overhead=max_overhead, tolerance=tolerance, confidence=confidence) if params is not None else None
     profile = load_profile(hardware) if hardware is not None else None
     rundb = RunDB(db, create=False)
     notes: list[str] = []

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from planner.errors import CpPlanError
 
 CACHE_FORMAT = "cp-plan-laws"
-CACHE_VERSION = 2  # 2: joint shape law across parameterizations (planner.fit.shape_joint)
+CACHE_VERSION = 3  # 3: reference form mixture + parameterization gaps (planner.planlaws)
 DEFAULT_BOOTSTRAP = 200
 DEFAULT_SEED = 0
 EXCLUDED_SWEEPS = ("lr", "coord")
@@ -68,14 +68,29 @@ def sqlite_path(db: str) -> Path | None:
     return None
 
 
-def cache_path_for(db: str) -> Path | None:
-    """Where the laws of database ``db`` are cached (None: not a file database)."""
+def cache_path_for(db: str, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = DEFAULT_SEED) -> Path | None:
+    """Where the laws of database ``db`` fitted with these settings are cached (None: not a file
+    database). Other settings get their own file (``laws.b0-s0.json``), so a report fitted with
+    ``--bootstrap 0`` never replaces the default cache that ``recommend`` reads."""
     path = sqlite_path(db)
     if path is None:
         return None
+    suffix = "" if (bootstrap, seed) == (DEFAULT_BOOTSTRAP, DEFAULT_SEED) else f".b{int(bootstrap)}-s{int(seed)}"
     if path == DEFAULT_DB_PATH.absolute() or path.name == "runs.sqlite":
-        return path.with_name("laws.json")
-    return path.with_name(path.stem + ".laws.json")
+        return path.with_name(f"laws{suffix}.json")
+    return path.with_name(f"{path.stem}.laws{suffix}.json")
+
+
+def display_path(path: str | Path | None) -> str | None:
+    """A path as stored in caches and reports: relative to the project when inside it, so the
+    shipped files carry no machine's absolute paths."""
+    if path is None:
+        return None
+    p = Path(str(path))
+    try:
+        return str(p.resolve().relative_to(PROJECT_ROOT.resolve()))
+    except (ValueError, OSError):
+        return str(path)
 
 
 def _settings(bootstrap: int, seed: int) -> dict:
@@ -129,11 +144,24 @@ def _laws_from_json(entries: dict, origin: str) -> dict:
 
 
 def _from_cache_dict(data: dict, origin: str, how: str) -> LawSet:
-    laws = _laws_from_json(data.get("laws") or {}, origin)
+    if isinstance(data.get("plan_laws"), dict):
+        from planner.planlaws import build_laws
+
+        try:
+            laws = build_laws(data["plan_laws"])
+        except CpPlanError:
+            raise
+        except Exception as exc:  # a hand-edited or damaged cache
+            raise CpPlanError(f"laws file {origin} is damaged ({type(exc).__name__}: {exc}); delete it or "
+                              "pass --refit") from None
+    else:
+        laws = _laws_from_json(data.get("laws") or {}, origin)
     meta = {
         "origin": how, "file": origin, "fingerprint": data.get("fingerprint"), "db": data.get("db"),
         "settings": data.get("settings"), "skipped": data.get("skipped") or {},
         "n_runs_dropped": data.get("n_runs_dropped") or {},
+        "noise": (data.get("plan_laws") or {}).get("noise"),
+        "reference": (data.get("plan_laws") or {}).get("reference"),
     }
     return LawSet(laws=laws, context=data.get("context") or {}, meta=meta)
 
@@ -180,7 +208,7 @@ def load_laws(db: str | None = None, laws_path: str | None = None, *,
     db = str(db) if db is not None else default_db()
     settings = _settings(bootstrap, seed)
     file_path = sqlite_path(db)
-    cache = cache_path_for(db)
+    cache = cache_path_for(db, bootstrap, seed)
     if file_path is not None and not file_path.is_file():
         raise CpPlanError(
             f"no run database at {file_path}; train runs (`cp-plan sweep shape ...`), import "
@@ -198,7 +226,7 @@ def load_laws(db: str | None = None, laws_path: str | None = None, *,
     # Fast path: the database file is byte-identical to the one the cache was fitted from.
     if cached is not None and cached.get("db_sha256") and file_path is not None:
         if _file_sha256(file_path) == cached["db_sha256"]:
-            return _from_cache_dict(cached, str(cache), "cache")
+            return _from_cache_dict(cached, display_path(cache), "cache")
 
     from planner.db import RunDB
 
@@ -211,20 +239,20 @@ def load_laws(db: str | None = None, laws_path: str | None = None, *,
         else:
             if on_fit is not None:
                 on_fit(f"fitting shape laws from {rundb.display} (bootstrap {bootstrap}, seed {seed}) ...")
-            data, fitted = _fit_from_db(rundb, settings), True
+            data, fitted = _fit_from_db(rundb, settings, on_fit), True
             data["fingerprint"] = fingerprint
         display = rundb.display
     finally:
         rundb.close()
     sha_after = _file_sha256(file_path) if file_path is not None else None
-    data["db"] = display
+    data["db"] = display_path(display) if file_path is not None else display
     data["db_sha256"] = sha_after if sha_after is not None and sha_after == sha_before else None
     notes = []
     if cache is not None and (fitted or data["db_sha256"] != (cached or {}).get("db_sha256")):
         note = _write_cache(cache, data)
         if note:
             notes.append(note)
-    out = _from_cache_dict(data, str(cache) if cache else display, "fitted" if fitted else "cache")
+    out = _from_cache_dict(data, display_path(cache) if cache else display, "fitted" if fitted else "cache")
     return LawSet(laws=out.laws, context=out.context, meta=out.meta, notes=notes)
 
 
@@ -302,8 +330,7 @@ def shape_frame(df):
     return df.reset_index(drop=True), dropped
 
 
-def _fit_from_db(rundb, settings: dict) -> dict:
-    from planner.laws import fit_law
+def _fit_from_db(rundb, settings: dict, progress: Callable[[str], None] | None = None) -> dict:
 
     all_done = rundb.runs()
     if len(all_done) == 0:
@@ -323,48 +350,20 @@ def _fit_from_db(rundb, settings: dict) -> dict:
             f"none of the {len(all_done)} finished runs in {rundb.display} can feed a shape law "
             f"({', '.join(f'{n} {why}' for why, n in dropped.items())}); run `cp-plan sweep shape`"
         )
-    keys = [law_key(p, a) for p, a in zip(df["parameterization"], df.get("alpha", [None] * len(df)))]
-    df = df.assign(_law=keys)
-    laws, context, skipped = {}, {}, {}
-    if df["_law"].nunique() >= 2:
-        # one joint law (shared E and exponent, multiplicative shape penalty); the separate
-        # per-parameterization fits below are the fallback when it cannot be fitted
-        from planner.fit.shape_joint import fit_shape_joint
+    import numpy as np
 
-        joint_skipped: dict = {}
-        try:
-            joint = fit_shape_joint(df, bootstrap=settings["bootstrap"], seed=settings["seed"], group_col="_law",
-                                    skipped=joint_skipped)
-        except CpPlanError as exc:
-            joint = {}
-            skipped["joint"] = f"joint law not fitted, laws fitted separately: {exc}"
-        for key, res in joint.items():
-            laws[key] = res.to_json()
-            context[key] = run_context(df[df["_law"] == key].drop(columns="_law").reset_index(drop=True))
-        if joint:
-            skipped.update(joint_skipped)
-            df = df[~df["_law"].isin(list(joint) + list(joint_skipped))]
-    for key, sub in df.groupby("_law", sort=True):
-        sub = sub.drop(columns="_law").reset_index(drop=True)
-        try:
-            res = fit_law("shape", sub, bootstrap=settings["bootstrap"], seed=settings["seed"])
-        except CpPlanError as exc:
-            skipped[key] = str(exc)
-            continue
-        except (ValueError, ArithmeticError, RuntimeError, KeyError) as exc:
-            skipped[key] = f"{type(exc).__name__}: {exc}"
-            continue
-        laws[key] = res.to_json()
-        context[key] = run_context(sub)
-    if not laws:
-        detail = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        raise CpPlanError(
-            f"could not fit a shape law from {rundb.display} ({detail}); a shape law needs runs at "
-            "several N:L and at two or more sizes per parameterization: add runs with `cp-plan sweep shape`"
-        )
+    from planner.planlaws import fit_plan_laws
+
+    keys = np.array([law_key(p, a) for p, a in zip(df["parameterization"], df.get("alpha", [None] * len(df)))],
+                    dtype=object)
+    context = {k: run_context(df[keys == k].reset_index(drop=True)) for k in sorted(set(keys.tolist()))}
+    plan_laws = fit_plan_laws(df, keys, bootstrap=settings["bootstrap"], seed=settings["seed"], contexts=context,
+                              progress=progress)
+    fitted = {plan_laws["reference"], *plan_laws["gaps"]}
     return {
-        "format": CACHE_FORMAT, "settings": settings, "laws": laws, "context": context,
-        "skipped": skipped, "n_runs_dropped": dropped,
+        "format": CACHE_FORMAT, "settings": settings, "plan_laws": plan_laws,
+        "context": {k: v for k, v in context.items() if k in fitted},
+        "skipped": dict(plan_laws.get("skipped") or {}), "n_runs_dropped": dropped,
     }
 
 
@@ -383,6 +382,7 @@ def run_context(sub) -> dict:
     out = {
         "n_runs": int(len(sub)),
         "max_n_params": float(n_params.max()),
+        "max_n_tokens": float(sub["n_tokens"].astype(float).max()),
         "min_n_params": float(n_params.min()),
         "n_sizes": int(np.unique(np.round(np.log(n_params), 1)).size),
         "ratio_min": float(sub["ratio"].min()),
@@ -396,8 +396,25 @@ def run_context(sub) -> dict:
         "flop_conventions": uniq("flop_convention"),
         "max_epochs": float(sub["epochs"].max()) if "epochs" in sub.columns and sub["epochs"].notna().any() else None,
     }
+    out["corpora"], out["tokenizers"] = _config_values(sub, "corpus"), _config_values(sub, "tokenizer")
     out["base"] = base_hparams(sub)
     return out
+
+
+def _config_values(sub, name: str) -> list:
+    """Distinct values of one config field over the runs (from ``config_json``)."""
+    if "config_json" not in sub.columns:
+        return []
+    vals = set()
+    for raw in sub["config_json"].tolist():
+        if isinstance(raw, str) and raw:
+            try:
+                v = (json.loads(raw) or {}).get(name)
+            except (ValueError, AttributeError):
+                v = None
+            if v is not None:
+                vals.add(str(v))
+    return sorted(vals)
 
 
 def base_hparams(sub) -> dict | None:

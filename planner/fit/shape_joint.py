@@ -341,12 +341,14 @@ def _heldout(jd: JointData, form: str, delta, p_ref: float, spec: common.Spec) -
 
 def fit_shape_joint(df, bootstrap: int = 0, seed: int = 0, level: float = 0.95, *, form: str | None = None,
                     delta: float | None = None, gap_decades: float = 0.15, group_col: str | None = None,
-                    skipped: dict | None = None) -> dict[str, FitResult]:
+                    skipped: dict | None = None, min_groups: int = 2) -> dict[str, FitResult]:
     """Fit the joint law (module docstring) to the runs of several parameterizations and return
     one ordinary ``shape`` FitResult per parameterization. Groups are ``df[group_col]`` or, by
     default, :func:`planner.laws.group_keys` (parameterization, with α for a custom depth-α).
     Parameterizations that cannot take part (one size, < 3 N:L) are left out and named in
-    ``skipped`` (a dict filled in place); fewer than 2 left is an error (fit separately)."""
+    ``skipped`` (a dict filled in place); fewer than ``min_groups`` left is an error (fit
+    separately). With ``min_groups=1`` one parameterization gets the multiplicative-penalty form
+    on its own (the planner's reference law, :mod:`planner.planlaws`)."""
     skipped = {} if skipped is None else skipped
     if form is not None and form not in FORMS:
         raise CpPlanError(f"unknown shape form {form!r}; choose one of {', '.join(FORMS)}")
@@ -358,7 +360,9 @@ def fit_shape_joint(df, bootstrap: int = 0, seed: int = 0, level: float = 0.95, 
     else:
         keys = df[group_col].astype(str).to_numpy(dtype=object)
     groups = tuple(_eligible(df, keys, gap_decades, skipped))
-    if len(groups) < 2:
+    if len(groups) < min_groups:
+        if min_groups == 1:
+            raise CpPlanError(next(iter(skipped.values()), "no runs for the shape law"))
         raise CpPlanError(f"the joint shape law needs 2 or more parameterizations with runs at 2+ sizes and 3+ N:L; "
                           f"got {len(groups)} ({', '.join(groups) or 'none'}); fit them separately (--separate)")
     keep = np.isin(keys, groups)

@@ -1,0 +1,388 @@
+"""The laws the planner queries: a reference shape law averaged over its forms, and for every other
+parameterization the reference times a gap that depends on the depth and width multipliers.
+
+- **Reference** (CompleteP when the runs have it): a shape law fitted on the reference's runs alone
+  in six forms: the penalty in ln(N:L) either scales the reducible loss,
+  L = E + A·(P/P_ref)^(−a)·(1 + pen) (:mod:`planner.fit.shape_joint` on one parameterization,
+  ``mult:``), or adds to the loss, L = E + A·(P/P_ref)^(−a) + pen (:mod:`planner.fit.shape`,
+  ``add:``), each with a fixed optimum, a drifting one, or a drifting asymmetric one. The forms are not
+  picked but averaged: weight w_f ∝ e_f^(−n_out) from the leave-largest-size-out error of the N:L
+  profile (:func:`planner.fit.gap.form_weights`), and the sample set is the forms' bootstrap refits
+  in proportion to their weights, so where the forms disagree (the drift of the optimum, far from
+  the data) the intervals say so.
+- **Others**: L_p = E + (L_ref − E)·exp(g_p(ln m_L, ln m_N)) (:mod:`planner.fit.gap`), sample b
+  paired with reference sample b, so savings intervals are paired.
+- **Seed noise** σ: the pooled standard deviation of final loss over replicate runs (same config,
+  other seed) where the database has them, else the reference fit's residual RMS in loss units. It
+  sets the floor of the gap bootstrap noise and widens the interval of a single run's loss
+  (:meth:`PlanLaw.predict_run`).
+
+Every law here has ``predict(n_params=, n_tokens=, ratio=) -> (median, low, high)`` (expected
+loss: the point is the median over the samples, so it always lies inside its interval) and
+``predict_samples(...) -> (S, n)``, as :mod:`planner.savings` and :mod:`planner.band` expect.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable
+
+import numpy as np
+
+from planner.errors import CpPlanError
+from planner.fit import gap as gapfit
+from planner.fit.result import FitResult
+from planner.fit.shape import FORMS, ShapeLaw
+
+PLAN_LAWS_FORMAT = "cp-plan-plan-laws/1"
+REFERENCE_ORDER = ("completep",)  # preferred reference; else the parameterization with most runs
+MIN_SAMPLES = 50  # with --bootstrap 0 the mixture still has this many (asymptotic) draws
+MIN_BOOT = 20  # bootstrap refits per reference form that has any samples at all
+_SHAPE = ShapeLaw()
+
+
+# ---------------------------------------------------------------------- seed noise
+
+
+def _config_without_seed(raw) -> str | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        cfg = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    cfg = {k: v for k, v in cfg.items() if k not in ("seed", "checkpoint_dir", "device", "compile", "log_every")}
+    return json.dumps(cfg, sort_keys=True)
+
+
+def replicate_noise(df) -> tuple[float | None, int, int]:
+    """Pooled seed-to-seed standard deviation of final loss over groups of runs that differ only
+    in seed: (σ or None, groups, runs in them)."""
+    if "config_json" not in df.columns or len(df) == 0:
+        return None, 0, 0
+    keys = [_config_without_seed(r) for r in df["config_json"].tolist()]
+    loss = df["loss"].to_numpy(float)
+    groups: dict[str, list[float]] = {}
+    for k, l in zip(keys, loss):
+        if k is not None and math.isfinite(l):
+            groups.setdefault(k, []).append(float(l))
+    ss, dof, n_groups, n_runs = 0.0, 0, 0, 0
+    for vals in groups.values():
+        if len(vals) >= 2:
+            a = np.asarray(vals)
+            ss += float(np.sum((a - a.mean()) ** 2))
+            dof += a.size - 1
+            n_groups += 1
+            n_runs += a.size
+    if dof == 0:
+        return None, 0, 0
+    return math.sqrt(ss / dof), n_groups, n_runs
+
+
+# ---------------------------------------------------------------------- law objects
+
+
+class PlanLaw:
+    """Shared prediction interface (module docstring)."""
+
+    name: str
+    level: float = 0.95
+    sigma_loss: float = 0.0
+
+    def predict_samples(self, **inputs) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict(self, level: float | None = None, **inputs):
+        """(median, low, high) of the expected loss over the samples."""
+        level = self.level if level is None else float(level)
+        if not 0 < level < 1:
+            raise CpPlanError(f"level={level} must be in (0, 1), e.g. 0.95")
+        s = self.predict_samples(**inputs)
+        tail = (1 - level) / 2 * 100
+        with np.errstate(all="ignore"):
+            s = np.where(np.isfinite(s), s, np.nan)
+            med, low, high = np.nanpercentile(s, [50, tail, 100 - tail], axis=0)
+        return np.asarray(med, float), np.asarray(low, float), np.asarray(high, float)
+
+    def predict_run(self, level: float | None = None, seed: int = 0, **inputs):
+        """(median, low, high) for ONE run's final loss: the expected-loss samples plus seed noise
+        N(0, σ²) (σ = ``sigma_loss``)."""
+        level = self.level if level is None else float(level)
+        s = self.predict_samples(**inputs)
+        s = np.repeat(s, max(1, -(-4000 // max(len(s), 1))), axis=0)  # several noise draws per sample
+        rng = np.random.default_rng(seed)
+        with np.errstate(all="ignore"):
+            # s·exp(σ·z/s) ≈ s + σ·z, and a loss stays positive however large σ is
+            noisy = s * np.exp(rng.normal(0.0, 1.0, size=s.shape) * self.sigma_loss / s)
+            noisy = np.where(np.isfinite(noisy), noisy, np.nan)
+            tail = (1 - level) / 2 * 100
+            med, low, high = np.nanpercentile(noisy, [50, tail, 100 - tail], axis=0)
+        return np.asarray(np.nanmedian(s, axis=0), float), np.asarray(low, float), np.asarray(high, float)
+
+
+class ReferenceLaw(PlanLaw):
+    """The reference parameterization's shape law, a weighted mixture of its forms."""
+
+    def __init__(self, name: str, forms: dict[str, FitResult], weights: dict[str, float], take: dict[str, int],
+                 sigma_loss: float, meta: dict | None = None):
+        self.name = name
+        self.forms, self.weights, self.take = forms, weights, take
+        self.sigma_loss = float(sigma_loss)
+        best = max((f for f in forms if take.get(f, 0) > 0), key=lambda f: weights.get(f, 0.0))
+        self.best = forms[best]
+        self.level = self.best.level
+        self._rows = {f: self._form_rows(forms[f], take[f]) for f in forms if take.get(f, 0) > 0}
+        self.meta = dict(self.best.meta)
+        self.meta.update(meta or {})
+        self.meta.update(form="mixture of " + ", ".join(f"{f} ({weights[f]:.0%})" for f in self._rows),
+                         form_weights=dict(weights), law="shape", reference=True)
+        self.n = self.best.n
+        self.heldout_error = self.best.heldout_error
+        self.warnings = tuple(self.best.warnings)
+        self.values = dict(self.best.values)
+
+    @staticmethod
+    def _form_rows(fr: FitResult, k: int) -> np.ndarray:
+        if fr.samples is not None and len(fr.samples):
+            rows = fr.samples[np.all(np.isfinite(fr.samples), axis=1)]
+            if len(rows) >= k:
+                return rows[:k]
+            return rows[np.arange(k) % len(rows)]  # a few failed refits: reuse rows, keep the weight
+        return _SHAPE.parametric_samples(fr, k)
+
+    @property
+    def n_samples(self) -> int:
+        return int(sum(len(r) for r in self._rows.values()))
+
+    def e_samples(self) -> np.ndarray:
+        out = []
+        for f, rows in self._rows.items():
+            names = list(self.forms[f].names)
+            out.append(rows[:, names.index("E")] if "E" in names else np.zeros(len(rows)))
+        return np.concatenate(out)
+
+    def predict_samples(self, **inputs) -> np.ndarray:
+        return np.concatenate([_SHAPE.predict_values(rows, self.forms[f].meta, inputs)
+                               for f, rows in self._rows.items()], axis=0)
+
+
+class GapLaw(PlanLaw):
+    """Another parameterization: the reference times exp(gap) on the reducible loss."""
+
+    def __init__(self, name: str, reference: ReferenceLaw, gap: dict, base: tuple[float, float], meta: dict | None = None):
+        self.name, self.reference, self.gap = name, reference, gap
+        self.base_n_embd, self.base_n_layer = float(base[0]), float(base[1])
+        self.coefs = np.asarray(gap["samples"], float)
+        if self.coefs.shape[0] != reference.n_samples:
+            raise CpPlanError(f"the {name} gap law has {self.coefs.shape[0]} samples but the reference has "
+                              f"{reference.n_samples}; refit the laws (recommend --refit)")
+        self.level = reference.level
+        self.sigma_loss = reference.sigma_loss
+        self._e = reference.e_samples()[:, None]
+        best = max(gap["forms"], key=lambda f: gap["forms"][f]["weight"])
+        self.meta = {"law": "shape", "form": "reference × gap (" + ", ".join(
+            f"{f} {v['weight']:.0%}" for f, v in gap["forms"].items() if v["weight"] > 0) + ")",
+            "gap": {k: v for k, v in gap.items() if k not in ("samples", "sample_forms")},
+            "reference": reference.name, "base": [self.base_n_embd, self.base_n_layer], **(meta or {})}
+        self.n = int(gap["n"])
+        held = [v["heldout_error"] for v in gap["forms"].values() if v["weight"] > 0 and v["heldout_error"] == v["heldout_error"]]
+        self.heldout_error = float(min(held)) if held else float("nan")
+        self.warnings = tuple(gap.get("warnings") or ())
+        self.values = {f"{k}[{best}]": v for k, v in gap["forms"][best]["coefs"].items()}
+
+    def multipliers(self, n_params, ratio) -> tuple[np.ndarray, np.ndarray]:
+        """(ln m_L, ln m_N) of the continuous shape (P, N:L) against this law's base shape."""
+        from planner.savings import continuous_shape
+
+        n, l = continuous_shape(np.asarray(n_params, float), np.asarray(ratio, float))
+        return np.log(l / self.base_n_layer), np.log(n / self.base_n_embd)
+
+    def gap_samples(self, n_params, ratio) -> np.ndarray:
+        u, v = self.multipliers(n_params, ratio)
+        return gapfit.gap_values(self.coefs, np.atleast_1d(u), np.atleast_1d(v))
+
+    def predict_samples(self, **inputs) -> np.ndarray:
+        ref = self.reference.predict_samples(**inputs)
+        p = np.atleast_1d(np.asarray(inputs["n_params"], float))
+        if "ratio" in inputs:
+            r = np.atleast_1d(np.asarray(inputs["ratio"], float))
+        else:
+            r = np.atleast_1d(np.asarray(inputs["n_embd"], float)) / np.atleast_1d(np.asarray(inputs["n_layer"], float))
+        g = self.gap_samples(np.broadcast_to(p, r.shape) if p.size == 1 else p, r)
+        with np.errstate(all="ignore"):
+            return self._e + (ref - self._e) * np.exp(g)
+
+
+# ---------------------------------------------------------------------- fitting
+
+# The reference's candidate forms: the shape penalty scaling the reducible loss (``mult``,
+# planner.fit.shape_joint on one parameterization) or added to the loss (``add``, planner.fit.shape);
+# each with a fixed optimum, a drifting one, or a drifting one with separate deep/wide curvature.
+REFERENCE_FORMS = tuple(f"{kind}:{f}" for kind in ("mult", "add") for f in FORMS)
+
+
+def _fit_reference_form(sub, key: str, form: str, bootstrap: int, seed: int) -> FitResult:
+    from planner.fit.shape_joint import fit_shape_joint
+
+    kind, name = form.split(":", 1)
+    if kind == "mult":
+        return fit_shape_joint(sub, bootstrap=bootstrap, seed=seed, form=name, group_col="_law", min_groups=1)[key]
+    return _SHAPE.fit(sub.drop(columns="_law"), bootstrap=bootstrap, seed=seed, form=name)
+
+
+
+def _base_of(ctx_base: dict | None, sub) -> tuple[tuple[float, float], str]:
+    if ctx_base and ctx_base.get("base_n_embd") and ctx_base.get("base_n_layer"):
+        return (float(ctx_base["base_n_embd"]), float(ctx_base["base_n_layer"])), "the runs' base shape"
+    n0, l0 = float(sub["n_embd"].min()), float(sub["n_layer"].min())
+    return (n0, l0), (f"the runs record no base shape: multipliers taken against the narrowest width {n0:g} "
+                      f"and shallowest depth {l0:g} (the gap law's extrapolation assumes the gap vanishes there)")
+
+
+def _pair_key(row, with_seed: bool):
+    seed = None
+    if with_seed and isinstance(row.get("config_json"), str):
+        try:
+            seed = json.loads(row["config_json"]).get("seed")
+        except ValueError:
+            seed = None
+    return (int(row["n_embd"]), int(row["n_layer"]), round(math.log(float(row["n_tokens"])), 2),
+            row.get("seq_len"), row.get("vocab_size")) + ((seed,) if with_seed else ())
+
+
+def _paired_reference(sub, ref_df) -> np.ndarray:
+    """Loss of the reference run with the same shape, tokens, context and vocabulary (and seed where
+    both record one; else the mean over the reference's runs of that shape); NaN when none."""
+    exact: dict = {}
+    loose: dict = {}
+    for _, r in ref_df.iterrows():
+        exact.setdefault(_pair_key(r, True), []).append(float(r["loss"]))
+        loose.setdefault(_pair_key(r, False), []).append(float(r["loss"]))
+    out = []
+    for _, r in sub.iterrows():
+        vals = exact.get(_pair_key(r, True)) or loose.get(_pair_key(r, False))
+        out.append(float(np.mean(vals)) if vals else float("nan"))
+    return np.asarray(out)
+
+
+def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, contexts: dict,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """Fit the reference (form mixture) and every other parameterization's gap to the shape runs
+    ``df`` (canonical columns plus ``ratio``), ``keys`` naming each run's parameterization key.
+    ``contexts`` holds each key's run context (its ``base``). Returns plain JSON for the cache."""
+    from planner.fit.common import scale_levels
+
+    say = progress or (lambda m: None)
+    keys = np.asarray(keys, dtype=object)
+    counts = {k: int(np.sum(keys == k)) for k in sorted(set(keys.tolist()))}
+    order = [k for k in REFERENCE_ORDER if k in counts] + sorted(counts, key=lambda k: -counts[k])
+    reference, ref_forms, skipped, failures = None, {}, {}, {}
+    for cand in order:
+        sub = df[keys == cand].reset_index(drop=True).assign(_law=cand)
+        forms = {}
+        for f in REFERENCE_FORMS:
+            try:
+                forms[f] = _fit_reference_form(sub, cand, f, 0, seed)
+            except CpPlanError as exc:
+                failures[f"{cand}/{f}"] = str(exc)
+        if forms:
+            reference, ref_forms, ref_df = cand, forms, sub
+            break
+        skipped[cand] = "; ".join(v for k, v in failures.items() if k.startswith(cand + "/"))
+    if reference is None:
+        raise CpPlanError("could not fit a shape law to any parameterization ("
+                          + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + "); a shape law needs runs at "
+                          "several N:L at two or more sizes: add runs with `cp-plan sweep shape`")
+    errors, n_out = {}, {}
+    for f, r in ref_forms.items():
+        held = r.meta.get("heldout") or {}
+        err = held.get("profile_error")
+        if err is None:  # too few sizes to hold one out: the leave-one-out error of the selection
+            err = (r.meta.get("selection") or {}).get("errors", {}).get(f.split(":", 1)[1])
+            n_out[f] = int(r.n)
+        else:
+            n_out[f] = int(held.get("n_heldout") or 0)
+        errors[f] = float(err) if err is not None else float("nan")
+    weights = gapfit.form_weights(errors, n_out)
+    n_samples = max(int(bootstrap), MIN_SAMPLES)
+    slots = gapfit.allocate(weights, n_samples)
+    take = {f: slots.count(f) for f in ref_forms}
+    say(f"reference {reference}: forms weighted {', '.join(f'{f} {w:.0%}' for f, w in weights.items())}; "
+        f"bootstrapping {n_samples} refits")
+    if bootstrap > 0:
+        for f in ref_forms:
+            if take[f] > 0:
+                try:  # at least MIN_BOOT refits: a form with a few slots still gets a stable resample
+                    ref_forms[f] = _fit_reference_form(ref_df, reference, f, max(take[f], MIN_BOOT), seed)
+                except CpPlanError as exc:  # too many refits failed: asymptotic draws stand in
+                    failures[f"{reference}/{f} bootstrap"] = str(exc)
+    # seed noise: replicates where there are any, else the reference's residuals
+    sigma, n_groups, n_rep = replicate_noise(df)
+    ref_obj = ReferenceLaw(reference, ref_forms, weights, take, sigma_loss=sigma or 0.0)
+    if sigma is None:
+        pred = ref_obj.predict(n_params=ref_df["n_params"].to_numpy(float), n_tokens=ref_df["n_tokens"].to_numpy(float),
+                               ratio=ref_df["ratio"].to_numpy(float))[0]
+        resid = ref_df["loss"].to_numpy(float) - pred
+        k = len(ref_obj.best.names)
+        sigma = math.sqrt(float(np.sum(resid ** 2)) / max(len(resid) - k, 1))
+        noise = {"sigma_loss": sigma, "source": f"residual RMS of the {reference} shape law ({len(resid)} runs, no "
+                                                "replicate seeds in the database): an upper bound on seed noise"}
+        ref_obj.sigma_loss = sigma
+    else:
+        noise = {"sigma_loss": sigma, "source": f"{n_groups} groups of replicate runs ({n_rep} runs) differing only in seed"}
+    out = {
+        "format": PLAN_LAWS_FORMAT, "reference": reference, "noise": noise,
+        "reference_fit": {"forms": {f: r.to_json() for f, r in ref_forms.items()}, "weights": weights, "take": take,
+                          "heldout_errors": errors, "n_heldout": n_out,
+                          "weight_rule": "w_f ∝ heldout_profile_error_f^(-n_heldout)"},
+        "gaps": {}, "skipped": skipped, "failures": failures,
+    }
+    e_point_rows = ref_obj.e_samples()
+    e_point = float(np.median(e_point_rows))
+    for key in sorted(counts):
+        if key == reference:
+            continue
+        sub = df[keys == key].reset_index(drop=True)
+        say(f"gap law for {key} ({len(sub)} runs) against {reference}")
+        base, base_note = _base_of((contexts.get(key) or {}).get("base"), sub)
+        paired = _paired_reference(sub, ref_df)
+        inputs = dict(n_params=sub["n_params"].to_numpy(float), n_tokens=sub["n_tokens"].to_numpy(float),
+                      ratio=sub["ratio"].to_numpy(float))
+        ref_samples = ref_obj.predict_samples(**inputs)
+        ref_point = np.nanmedian(ref_samples, axis=0)
+        obs = gapfit.GapObservations(
+            u=np.log(sub["n_layer"].to_numpy(float) / base[1]), v=np.log(sub["n_embd"].to_numpy(float) / base[0]),
+            loss=sub["loss"].to_numpy(float), ref_loss=paired, levels=scale_levels(sub["n_params"].to_numpy(float)))
+        try:
+            g = gapfit.fit_gap(obs, e_point, ref_point, e_point_rows, ref_samples, sigma, seed=seed)
+        except CpPlanError as exc:
+            out["skipped"][key] = f"gap law not fitted: {exc}"
+            continue
+        g["base"] = list(base)
+        g["base_note"] = base_note
+        warn = []
+        if g["n_sizes"] < 2:
+            warn.append(f"the {key} gap is measured at one size only: its growth with depth is taken from that "
+                        "size's shapes, untested across scale")
+        if base_note != "the runs' base shape":
+            warn.append(base_note)
+        g["warnings"] = warn
+        out["gaps"][key] = g
+    return out
+
+
+def build_laws(data: dict) -> dict[str, PlanLaw]:
+    """Law objects from :func:`fit_plan_laws` output (as stored in the cache)."""
+    if not isinstance(data, dict) or data.get("format") != PLAN_LAWS_FORMAT:
+        raise CpPlanError("the laws cache holds no planner laws of this version; refit (recommend --refit)")
+    rf = data["reference_fit"]
+    forms = {f: FitResult.from_json(v) for f, v in rf["forms"].items()}
+    ref = ReferenceLaw(data["reference"], forms, rf["weights"], {f: int(v) for f, v in rf["take"].items()},
+                       sigma_loss=float(data["noise"]["sigma_loss"]))
+    laws: dict[str, PlanLaw] = {data["reference"]: ref}
+    for key, g in (data.get("gaps") or {}).items():
+        laws[key] = GapLaw(key, ref, g, tuple(g["base"]))
+    return laws
