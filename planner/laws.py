@@ -25,13 +25,16 @@ import math
 import numpy as np
 
 from planner.errors import CpPlanError
+from planner.fit import common
 from planner.fit.chinchilla import ChinchillaLaw
 from planner.fit.compute import ComputeLaw
 from planner.fit.isoflop import IsoflopLaw
-from planner.fit.result import FitResult
+from planner.fit.result import FitResult, register_law
 from planner.fit.shape import ShapeLaw
 
 LAWS = {law.name: law for law in (ChinchillaLaw(), ComputeLaw(), ShapeLaw(), IsoflopLaw())}
+for _law_obj in LAWS.values():
+    register_law(_law_obj)
 
 __all__ = ["LAWS", "FitResult", "fit_law", "fit_groups", "group_keys"]
 
@@ -53,13 +56,7 @@ def _check_opts(name: str, opts: dict) -> None:
                           f"{', '.join(allowed + ['exclude_highest_loss'])}")
 
 
-def _param_key(parameterization, alpha) -> str:
-    """Group key of a parameterization; a depth-α other than the presets carries its α."""
-    p = "all" if parameterization is None or (isinstance(parameterization, float) and math.isnan(parameterization)) \
-        else str(parameterization)
-    if p == "depth-alpha" and alpha is not None and not (isinstance(alpha, float) and math.isnan(alpha)):
-        return f"depth-alpha:{float(alpha):g}"
-    return p
+_param_key = common.param_key
 
 
 def _ratio_groups(ratio: np.ndarray, tol: float) -> tuple[np.ndarray, list[str]]:

@@ -32,8 +32,8 @@ import numpy as np
 
 from planner.errors import CpPlanError
 from planner.fit import gap as gapfit
-from planner.fit.result import FitResult
 from planner.fit.shape import FORMS, ShapeLaw
+from planner.laws import FitResult
 
 PLAN_LAWS_FORMAT = "cp-plan-plan-laws/1"
 REFERENCE_ORDER = ("completep",)  # preferred reference; else the parameterization with most runs

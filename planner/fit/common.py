@@ -21,6 +21,15 @@ from planner.fit.result import FitResult
 # ---------------------------------------------------------------------- input checks
 
 
+def param_key(parameterization, alpha) -> str:
+    """Group key of a parameterization; a depth-α other than the presets carries its α."""
+    p = "all" if parameterization is None or (isinstance(parameterization, float) and math.isnan(parameterization)) \
+        else str(parameterization)
+    if p == "depth-alpha" and alpha is not None and not (isinstance(alpha, float) and math.isnan(alpha)):
+        return f"depth-alpha:{float(alpha):g}"
+    return p
+
+
 def require_columns(df, columns: list[str], law: str, hint: str = "") -> None:
     """Refuse a frame that lacks a column the law needs."""
     if df is None or not hasattr(df, "columns"):

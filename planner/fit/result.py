@@ -42,6 +42,17 @@ def _plain(x: Any) -> Any:
     return x
 
 
+# Law objects by name, filled by planner.laws (the registry on top): results evaluate through the
+# law that made them without this module importing the fitters (imports point one way).
+_LAWS: dict = {}
+
+
+def register_law(law) -> None:
+    """Make ``law`` (an object with ``name``, ``predict_values`` and ``parametric_samples``)
+    available to results that name it."""
+    _LAWS[law.name] = law
+
+
 @dataclass(frozen=True)
 class FitResult:
     """A fitted law. Parameter dictionaries are keyed by ``names`` (in that order).
@@ -99,11 +110,10 @@ class FitResult:
     # ------------------------------------------------------------------ prediction
 
     def _law(self):
-        from planner.laws import LAWS
-
-        if self.law not in LAWS:
-            raise CpPlanError(f"unknown law {self.law!r} in a fit result; known: {', '.join(LAWS)}")
-        return LAWS[self.law]
+        if self.law not in _LAWS:
+            known = ", ".join(_LAWS) or "none (import planner.laws, which registers them)"
+            raise CpPlanError(f"unknown law {self.law!r} in a fit result; known: {known}")
+        return _LAWS[self.law]
 
     def _value_matrix(self) -> np.ndarray:
         return np.array([[self.values[k] for k in self.names]])

@@ -503,10 +503,78 @@ class ShapeLaw:
 
     def parametric_samples(self, result: FitResult, n: int) -> np.ndarray:
         if isinstance(result.meta.get("joint"), dict):
-            from planner.fit import shape_joint
-
-            return shape_joint.parametric_samples(result, n)
+            return joint_parametric_samples(result, n)
         terms = result.meta.get("terms") or {}
         form = Form(result.meta.get("form", "quad-drift"), bool(terms.get("has_E")), bool(terms.get("has_B")),
                     bool(terms.get("drift")), bool(terms.get("asym")))
         return common.parametric_samples(result, to_values_fn(form), n)
+
+
+# ---------------------------------------------------------------------- joint-law value names
+# The names and value mapping of planner.fit.shape_joint's results live here, so that this module
+# evaluates and samples them without importing shape_joint (which builds on this one).
+
+SHARED = ("E", "a")
+
+
+def pen_names(form: str) -> tuple[str, ...]:
+    out = ("k_deep", "k_wide") if form == "asym-drift" else ("k",)
+    return out + ("mu0",) + (("mu1",) if form != "quad-fixed" else ())
+
+
+def group_value_names(form: str) -> tuple[str, ...]:
+    """Reported names of one parameterization's law (the order of ``Form.names``)."""
+    return ("E", "A", "a") + pen_names(form)
+
+
+def joint_theta_names(groups, form: str, has_e: bool) -> tuple[str, ...]:
+    out = (["ln_E"] if has_e else []) + ["a"]
+    for g in groups:
+        out.append(f"ln_A[{g}]")
+        for n in pen_names(form):
+            out.append(f"ln_{n}[{g}]" if n.startswith("k") else f"{n}[{g}]")
+    return tuple(out)
+
+
+def joint_value_names(groups, form: str) -> tuple[str, ...]:
+    out = ["E", "a"]
+    for g in groups:
+        out += [f"A[{g}]"] + [f"{n}[{g}]" for n in pen_names(form)]
+    return tuple(out)
+
+
+def joint_to_values_fn(groups, form: str, has_e: bool):
+    """θ (S, p) -> joint reported values (S, q): exp of the ln_ parameters, E = 0 when fixed."""
+    tn = joint_theta_names(groups, form, has_e)
+    idx = {n: i for i, n in enumerate(tn)}
+
+    def to_values(theta: np.ndarray) -> np.ndarray:
+        theta = np.atleast_2d(theta)
+        cols = []
+        for name in joint_value_names(groups, form):
+            if name == "E" and not has_e:
+                cols.append(np.zeros(theta.shape[0]))
+            elif "ln_" + name in idx:
+                cols.append(np.exp(theta[:, idx["ln_" + name]]))
+            else:
+                cols.append(theta[:, idx[name]])
+        return np.stack(cols, axis=1)
+    return to_values
+
+
+def group_columns(groups, form: str, g: str) -> list[int]:
+    """Positions in the joint value vector of group ``g``'s law, in ``group_value_names`` order."""
+    jn = joint_value_names(groups, form)
+    pos = {n: i for i, n in enumerate(jn)}
+    return [pos[n] if n in SHARED else pos[f"{n}[{g}]"] for n in group_value_names(form)]
+
+
+def joint_parametric_samples(result: FitResult, n: int) -> np.ndarray:
+    """Asymptotic draws of the JOINT θ mapped to this parameterization's values: same seed, same
+    draws for every parameterization of one joint fit (paired, like the bootstrap)."""
+    j = result.meta["joint"]
+    groups, form = tuple(j["parameterizations"]), j["form"]
+    full = common.parametric_samples(result, joint_to_values_fn(groups, form, bool(j["has_E"])), n)
+    if full.shape[1] != len(j["names"]):  # no θ recorded: the point values repeated
+        return full
+    return full[:, list(j["columns"])]

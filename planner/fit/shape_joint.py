@@ -39,62 +39,12 @@ import numpy as np
 from planner.errors import CpPlanError
 from planner.fit import common, solver
 from planner.fit.result import FitResult
-from planner.fit.shape import BOUNDS, EXPONENT_STARTS, FORMS, ShapeData, _vertex_guess, design_for, prepare, size_levels
+from planner.fit.shape import (BOUNDS, EXPONENT_STARTS, FORMS, SHARED, ShapeData, _vertex_guess, design_for,  # noqa: F401
+                               group_columns, group_value_names, joint_parametric_samples as parametric_samples,
+                               joint_theta_names, joint_to_values_fn, joint_value_names, pen_names, prepare,
+                               size_levels)
 
-SHARED = ("E", "a")
 MU_MARGIN = 2.0  # ln units (a factor e² ≈ 7.4 in N:L) the optimum may lie beyond the sampled N:L
-
-
-def pen_names(form: str) -> tuple[str, ...]:
-    out = ("k_deep", "k_wide") if form == "asym-drift" else ("k",)
-    return out + ("mu0",) + (("mu1",) if form != "quad-fixed" else ())
-
-
-def group_value_names(form: str) -> tuple[str, ...]:
-    """Reported names of one parameterization's law (the order of ``Form.names``)."""
-    return ("E", "A", "a") + pen_names(form)
-
-
-def joint_theta_names(groups, form: str, has_e: bool) -> tuple[str, ...]:
-    out = (["ln_E"] if has_e else []) + ["a"]
-    for g in groups:
-        out.append(f"ln_A[{g}]")
-        for n in pen_names(form):
-            out.append(f"ln_{n}[{g}]" if n.startswith("k") else f"{n}[{g}]")
-    return tuple(out)
-
-
-def joint_value_names(groups, form: str) -> tuple[str, ...]:
-    out = ["E", "a"]
-    for g in groups:
-        out += [f"A[{g}]"] + [f"{n}[{g}]" for n in pen_names(form)]
-    return tuple(out)
-
-
-def joint_to_values_fn(groups, form: str, has_e: bool):
-    """θ (S, p) -> joint reported values (S, q): exp of the ln_ parameters, E = 0 when fixed."""
-    tn = joint_theta_names(groups, form, has_e)
-    idx = {n: i for i, n in enumerate(tn)}
-
-    def to_values(theta: np.ndarray) -> np.ndarray:
-        theta = np.atleast_2d(theta)
-        cols = []
-        for name in joint_value_names(groups, form):
-            if name == "E" and not has_e:
-                cols.append(np.zeros(theta.shape[0]))
-            elif "ln_" + name in idx:
-                cols.append(np.exp(theta[:, idx["ln_" + name]]))
-            else:
-                cols.append(theta[:, idx[name]])
-        return np.stack(cols, axis=1)
-    return to_values
-
-
-def group_columns(groups, form: str, g: str) -> list[int]:
-    """Positions in the joint value vector of group ``g``'s law, in ``group_value_names`` order."""
-    jn = joint_value_names(groups, form)
-    pos = {n: i for i, n in enumerate(jn)}
-    return [pos[n] if n in SHARED else pos[f"{n}[{g}]"] for n in group_value_names(form)]
 
 
 def _model_fn(groups, form: str, has_e: bool):
@@ -344,7 +294,7 @@ def fit_shape_joint(df, bootstrap: int = 0, seed: int = 0, level: float = 0.95, 
                     skipped: dict | None = None, min_groups: int = 2) -> dict[str, FitResult]:
     """Fit the joint law (module docstring) to the runs of several parameterizations and return
     one ordinary ``shape`` FitResult per parameterization. Groups are ``df[group_col]`` or, by
-    default, :func:`planner.laws.group_keys` (parameterization, with α for a custom depth-α).
+    default, :func:`planner.fit.common.param_key` (parameterization, with α for a custom depth-α).
     Parameterizations that cannot take part (one size, < 3 N:L) are left out and named in
     ``skipped`` (a dict filled in place); fewer than ``min_groups`` left is an error (fit
     separately). With ``min_groups=1`` one parameterization gets the multiplicative-penalty form
@@ -354,9 +304,9 @@ def fit_shape_joint(df, bootstrap: int = 0, seed: int = 0, level: float = 0.95, 
         raise CpPlanError(f"unknown shape form {form!r}; choose one of {', '.join(FORMS)}")
     common.require_columns(df, ["n_params", "n_tokens", "loss"], "shape")
     if group_col is None:
-        from planner.laws import group_keys
-
-        keys = np.array(group_keys("shape", df), dtype=object)
+        alphas = df["alpha"].tolist() if "alpha" in df.columns else [None] * len(df)
+        params = df["parameterization"].tolist() if "parameterization" in df.columns else [None] * len(df)
+        keys = np.array([common.param_key(p, a) for p, a in zip(params, alphas)], dtype=object)
     else:
         keys = df[group_col].astype(str).to_numpy(dtype=object)
     groups = tuple(_eligible(df, keys, gap_decades, skipped))
@@ -463,14 +413,3 @@ def split(joint: FitResult, jd: JointData, form: str, design, p_ref: float, per:
             samples=None if joint.samples is None else joint.samples[:, cols], seed=joint.seed, level=joint.level,
         )
     return out
-
-
-def parametric_samples(result: FitResult, n: int) -> np.ndarray:
-    """Asymptotic draws of the JOINT θ mapped to this parameterization's values: same seed, same
-    draws for every parameterization of one joint fit (paired, like the bootstrap)."""
-    j = result.meta["joint"]
-    groups, form = tuple(j["parameterizations"]), j["form"]
-    full = common.parametric_samples(result, joint_to_values_fn(groups, form, bool(j["has_E"])), n)
-    if full.shape[1] != len(j["names"]):  # no θ recorded: the point values repeated
-        return full
-    return full[:, list(j["columns"])]

@@ -1,0 +1,50 @@
+"""Imports point one way (DESIGN.md): the fitters never import the registry above them, and no
+two fitter modules import each other."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIT = ROOT / "planner" / "fit"
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_fitters_never_import_the_registry_or_the_planner():
+    for path in FIT.glob("*.py"):
+        bad = {m for m in _imports(path) if m.startswith(("planner.laws", "planner.planlaws", "planner.recommend",
+                                                           "planner.lawcache"))}
+        assert not bad, f"{path.name} imports {sorted(bad)}: the registry (planner.laws) sits on top"
+
+
+def test_no_import_cycle_between_fitter_modules():
+    mods = {p.stem for p in FIT.glob("*.py") if p.stem != "__init__"}
+    graph = {m: {x.split(".")[2] for x in _imports(FIT / f"{m}.py")
+                 if x.startswith("planner.fit.") and x.split(".")[2] in mods} - {m} for m in mods}
+    graph = {m: deps | {x.split(".")[-1] for x in _imports(FIT / f"{m}.py") if x.startswith("planner.fit.")
+                        and x.split(".")[-1] in mods} - {m} for m, deps in graph.items()}
+
+    def reach(start, seen):
+        for d in graph[start]:
+            if d not in seen:
+                seen.add(d)
+                reach(d, seen)
+        return seen
+
+    for m in mods:
+        assert m not in reach(m, set()), f"planner/fit/{m}.py is part of an import cycle"
+
+
+def test_planner_stays_free_of_torch_and_plotly():
+    for path in (ROOT / "planner").rglob("*.py"):
+        bad = {m for m in _imports(path) if m.split(".")[0] in ("torch", "plotly")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
