@@ -378,7 +378,10 @@ def pick(cands: list[Candidate], hw: HardwareProfile, target: Target, n_params: 
     """The profile's choice among supported shapes (module docstring): (pick, pool rule, warnings)."""
     usable = [c for c in cands if not c.refusals and math.isfinite(c.loss_at_target)]
     if not usable:
-        why = sorted({r for c in cands for r in c.refusals})[:3]
+        # the reasons of the shapes the laws would otherwise prefer: inside the trained range first
+        inside = [c for c in cands if not any("outside the trained" in r for r in c.refusals)] or cands
+        near = min(inside, key=lambda c: (c.loss_at_target if math.isfinite(c.loss_at_target) else math.inf))
+        why = list(near.refusals)[:3]
         raise CpPlanError(
             f"no shape of {n_params:.3g} non-embedding parameters fits hardware profile {hw.name!r} "
             f"({'; '.join(why)}); relax the profile (e.g. max_layer_bytes, pipeline_stages) or change --params")
