@@ -235,3 +235,23 @@ def test_shipped_plan_at_1_5e9_is_a_shape_a_practitioner_would_train():
         assert s["significant"] == (s["low"] > 0 or s["high"] < 0)
     lo, hi = plan["predicted_loss_interval"]
     assert 0 < lo < plan["predicted_loss"] < hi
+
+
+# ---------------------------------------------------------------------- the laws cache (issue 10, item 8)
+
+
+def test_cache_is_keyed_by_its_settings_and_stores_project_relative_paths(tmp_path):
+    import shutil
+
+    from planner import lawcache
+
+    db = tmp_path / "runs.sqlite"
+    shutil.copy(ROOT / "data" / "runs" / "runs.sqlite", db)
+    shutil.copy(ROOT / "data" / "runs" / "laws.json", tmp_path / "laws.json")
+    before = (tmp_path / "laws.json").read_bytes()
+    lawcache.load_laws(db=str(db), bootstrap=0)  # e.g. `report --bootstrap 0`
+    assert (tmp_path / "laws.json").read_bytes() == before  # the default cache is not replaced
+    assert (tmp_path / "laws.b0-s0.json").is_file()
+    shipped = json.loads((ROOT / "data" / "runs" / "laws.json").read_text())
+    assert not str(shipped.get("db", "")).startswith("/"), shipped.get("db")
+    assert "/work/" not in json.dumps(shipped)
