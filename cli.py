@@ -1131,9 +1131,15 @@ def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list
             for k, v in sv.items():
                 if isinstance(v, dict) and v.get("fraction") is not None:
                     parts.append(f"{k}: {100 * v['fraction']:.1f}% [{100 * v.get('low', float('nan')):.1f}, "
-                                 f"{100 * v.get('high', float('nan')):.1f}]")
+                                 f"{100 * v.get('high', float('nan')):.1f}]"
+                                 + ("" if v.get("significant") else " (not significant)"))
+            x = d.get("extrapolation") or {}
             text += (f"- `{hw}`: N = {d.get('n_embd')}, L = {d.get('n_layer')}, N:L = {d.get('ratio', float('nan')):.3g}, "
-                     f"predicted loss {d.get('predicted_loss', float('nan')):.4g}; savings {'; '.join(parts) or '—'}\n")
+                     f"predicted loss {d.get('predicted_loss', float('nan')):.4g} {d.get('loss_unit', '')} "
+                     f"[{d['predicted_loss_interval'][0]:.4g}, {d['predicted_loss_interval'][1]:.4g}], "
+                     f"{(x.get('n_params') or float('nan')):.3g}x the largest run; savings {'; '.join(parts) or '—'}\n")
+        crit = next(iter(plans.values())).to_dict()["criterion"]
+        text += f"\nBand criterion: {crit.get('description', '')}.\n"
     md = out_dir / "REPRODUCTION.md"
     from planner.fileio import write_atomic
 

