@@ -617,12 +617,15 @@ def fit(
     db: DbOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (bootstrap samples left out; --out keeps them).")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the fitted laws, bootstrap samples included, to this JSON file (usable as `recommend --laws`).")] = None,
+    pool_shapes: Annotated[bool, typer.Option("--pool-shapes", help="compute only: one law per parameterization through the lowest loss at each budget over all its N:L shapes, instead of one per N:L family.")] = False,
     joint: Annotated[Optional[bool], typer.Option("--joint/--separate", help="shape only: one joint law across parameterizations (shared E and exponent, multiplicative N:L penalty; default when 2+ parameterizations) or one law per parameterization.")] = None,
 ) -> None:
     """Fit a scaling law to the finished runs in the database, per parameterization (and per N:L for compute)."""
     from planner.db import RunDB
     from planner.laws import fit_groups
 
+    if pool_shapes and law is not LawName.compute:
+        raise CpPlanError(f"--pool-shapes applies to --law compute only, not {law.value}; leave it out")
     rdb = RunDB(db, create=False)
     where_d = _where_dict(where)
     df = rdb.runs(where=where_d)
@@ -655,7 +658,7 @@ def fit(
             results = fit_shape_joint(df, bootstrap=bootstrap, seed=seed, skipped=skipped)
         else:
             results, skipped = fit_groups(law.value, df, bootstrap=bootstrap, seed=seed,
-                                          exclude_highest_loss=exclude_highest_loss)
+                                          split_ratio=not pool_shapes, exclude_highest_loss=exclude_highest_loss)
     finally:
         if busy is not None:
             busy.stop()

@@ -74,7 +74,7 @@ def _ratio_groups(ratio: np.ndarray, tol: float) -> tuple[np.ndarray, list[str]]
     return labels, names
 
 
-def group_keys(law: str, df, ratio_tol: float = 0.15) -> list[str]:
+def group_keys(law: str, df, ratio_tol: float = 0.15, split_ratio: bool = True) -> list[str]:
     """The group each run belongs to for ``law``: its parameterization (with α for a custom
     depth-α), and for ``compute`` also its N:L cluster (ratios within ``ratio_tol`` of a
     neighbour share a cluster, so rounding of widths and depths does not split a family)."""
@@ -85,7 +85,7 @@ def group_keys(law: str, df, ratio_tol: float = 0.15) -> list[str]:
         keys = [_param_key(p, a) for p, a in zip(df["parameterization"].tolist(), alphas)]
     else:
         keys = ["all"] * n
-    if law == "compute" and {"n_embd", "n_layer"} <= set(df.columns):
+    if law == "compute" and split_ratio and {"n_embd", "n_layer"} <= set(df.columns):
         ratio = df["n_embd"].to_numpy(dtype=float, na_value=np.nan) / df["n_layer"].to_numpy(dtype=float, na_value=np.nan)
         if np.isfinite(ratio).all() and (ratio > 0).all() and n:
             out = list(keys)
@@ -149,17 +149,18 @@ def fit_law(law: str, df, bootstrap: int = 0, seed: int = 0, **opts) -> FitResul
     return _with_meta(res, meta)
 
 
-def fit_groups(law: str, df, bootstrap: int = 0, seed: int = 0, ratio_tol: float = 0.15,
+def fit_groups(law: str, df, bootstrap: int = 0, seed: int = 0, ratio_tol: float = 0.15, split_ratio: bool = True,
                **opts) -> tuple[dict[str, FitResult], dict[str, str]]:
     """Fit ``law`` to each group of ``df`` (:func:`group_keys`); ``exclude_highest_loss`` applies
-    within each group. Returns (results by group, reasons by group for the groups that could
-    not be fitted). Raises when none could."""
+    within each group; ``split_ratio=False`` keeps every N:L of a parameterization in one
+    ``compute`` group (pooled shapes). Returns (results by group, reasons by group for the groups
+    that could not be fitted). Raises when none could."""
     _check_opts(law, opts)
     if df is None or len(df) == 0:
         raise CpPlanError(f"no runs to fit the {law} law to; train or import runs, or loosen --where")
     if len(df) == 1:
         raise CpPlanError(f"only 1 run to fit the {law} law to; a law needs several runs (train more, or loosen --where)")
-    keys = np.array(group_keys(law, df, ratio_tol))
+    keys = np.array(group_keys(law, df, ratio_tol, split_ratio))
     exclude = opts.pop("exclude_highest_loss", 0)
     results, skipped = {}, {}
     for key in sorted(set(keys)):
