@@ -87,7 +87,7 @@ class Truth:
         return x, x, x
 
 
-def make_runs(seed: int):
+def make_runs(seed: int, sizes=SIZES):
     import pandas as pd
 
     from planner.shapes import shape_for_params
@@ -96,7 +96,7 @@ def make_runs(seed: int):
     rows = []
     for name in ("completep", "mup", "sp"):
         truth = Truth(name)
-        for size in SIZES:
+        for size in sizes:
             seen = set()
             for ratio in RATIOS:
                 s = shape_for_params(size, ratio, d_head=D_HEAD)
@@ -138,14 +138,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    ap.add_argument("--sizes", default=",".join(f"{x:g}" for x in SIZES),
+                    help="comma list of the simulated sweeps' P (default 1e6-3e7: 50x below the target)")
     args = ap.parse_args()
+    sizes = tuple(float(x) for x in args.sizes.split(","))
     rows = []
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             db = Path(tmp) / f"truth{seed}.sqlite"
             csv = Path(tmp) / f"truth{seed}.csv"
-            make_runs(seed).to_csv(csv, index=False)
+            make_runs(seed, sizes).to_csv(csv, index=False)
             cli("runs", "import", str(csv), "--db", str(db), "--source", "truth")
             plan = json.loads(cli("recommend", "--db", str(db), "--params", str(TARGET), "--hardware",
                                   "weight-streaming", "--bootstrap", str(args.bootstrap), "--json"))
@@ -167,7 +170,7 @@ def main() -> None:
         print(json.dumps(rows, indent=1))
         return
     print(f"Plan at P = {TARGET:.3g} on weight-streaming vs the truth ({len(rows)} seeds, runs at "
-          f"{SIZES[0]:.0e}-{SIZES[-1]:.0e}, σ = {SIGMA} nats, {time.time() - t0:.0f} s)")
+          f"{sizes[0]:.0e}-{sizes[-1]:.0e}, σ = {SIGMA} nats, {time.time() - t0:.0f} s)")
     print(f"{'seed':>4}  {'pick N:L plan/truth (x)':>26}  {'CP deep edge plan/truth (x)':>30}  "
           f"{'μP saving [95%] truth':>34}  {'SP saving [95%] truth':>34}")
     for r in rows:
