@@ -255,3 +255,44 @@ def test_cache_is_keyed_by_its_settings_and_stores_project_relative_paths(tmp_pa
     shipped = json.loads((ROOT / "data" / "runs" / "laws.json").read_text())
     assert not str(shipped.get("db", "")).startswith("/"), shipped.get("db")
     assert "/work/" not in json.dumps(shipped)
+
+
+# ---------------------------------------------------------------------- cp-plan predict
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_predict_prints_loss_interval_unit_and_data_as_json():
+    proc = _cli("predict", "--params", "1.5e9", "--n-tokens", "3e10", "--n-embd", "1152", "--n-layer", "94",
+                "-p", "mup", "--json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    lo, hi = d["interval"]
+    rlo, rhi = d["run_interval"]
+    assert 0 < rlo <= lo < d["loss"] < hi <= rhi
+    assert "nats/byte" in d["unit"] and "King James" in d["unit"]
+    assert d["extrapolation"]["n_params"] > 1000 and d["parameterization"] == "mup"
+    # at a trained shape the law sits near the measured loss (μP, 64x4 at P≈2e5: 1.287)
+    near = json.loads(_cli("predict", "--n-embd", "64", "--n-layer", "4", "-p", "mup", "--json").stdout)
+    assert near["run_interval"][0] < 1.287 < near["run_interval"][1]
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--n-embd", "64", "--n-layer", "4", "--params", "1e9"], "--params 1e\\+09 does not match n_embd 64"),
+    (["--n-embd", "0", "--n-layer", "4"], "--n-embd 0 must be a positive integer"),
+    (["--n-embd", "64", "--n-layer", "4", "--n-tokens", "-5"], "--n-tokens -5 must be a positive number"),
+    (["--n-embd", "64", "--n-layer", "4", "-p", "ntk"], "unknown parameterization 'ntk'"),
+    (["--n-embd", "64", "--n-layer", "4", "-p", "depth-alpha:0.75"], "no law for parameterization 'depth-alpha:0.75'"),
+])
+def test_predict_bad_input_is_one_line(args, match):
+    import re
+
+    proc = _cli("predict", *args)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and proc.stdout == "" and len(lines) == 1, proc.stderr
+    assert re.search(match, lines[0]), lines[0]
