@@ -342,8 +342,10 @@ def build_spec(data: ShapeData, form_name: str, design: Design, delta: float | N
             lo, hi = float(data.ratio[m].min()), float(data.ratio[m].max())
             if not lo <= r_star <= hi:
                 out.append(f"the fitted optimum N:L {r_star:.3g} at P≈{float(np.median(data.p[m])):.3g} lies outside "
-                           f"the sampled ratios [{lo:.3g}, {hi:.3g}]: the sweep does not bracket the optimum; "
-                           "extend --ratios")
+                           f"the sampled ratios [{lo:.3g}, {hi:.3g}]: the runs do not bracket the optimum; add shapes "
+                           f"{'deeper' if r_star < lo else 'wider'} than N:L {lo if r_star < lo else hi:.3g} at that size "
+                           f"(e.g. cp-plan sweep shape --params {float(np.median(data.p[m])):.3g} --ratios "
+                           f"{max(r_star, 1.0):.2g})")
         return out
 
     return common.Spec(

@@ -207,8 +207,10 @@ def build_spec(jd: JointData, form: str, has_e: bool, delta, p_ref: float,
                 lo, hi = float(data.ratio[mm].min()), float(data.ratio[mm].max())
                 if not lo <= r_star <= hi:
                     out.append(f"[{name}] the fitted optimum N:L {r_star:.3g} at P≈{float(np.median(data.p[mm])):.3g} "
-                               f"lies outside the sampled ratios [{lo:.3g}, {hi:.3g}]: the sweep does not bracket "
-                               "the optimum; extend --ratios")
+                               f"lies outside the sampled ratios [{lo:.3g}, {hi:.3g}]: the runs do not bracket the "
+                               f"optimum; add shapes {'deeper' if r_star < lo else 'wider'} than N:L "
+                               f"{lo if r_star < lo else hi:.3g} at that size (e.g. cp-plan sweep shape --params "
+                               f"{float(np.median(data.p[mm])):.3g} --ratios {max(r_star, 1.0):.2g})")
         return out
 
     return common.Spec(
