@@ -12,6 +12,7 @@ tolerance. ``bench/fit_bench.py`` checks that this lands on the published recipe
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -64,11 +65,32 @@ def to_values(theta: np.ndarray) -> np.ndarray:
     return np.stack([np.exp(e), np.exp(a), np.exp(b), al, be], axis=1)
 
 
+# Starts are ranked on at most this many runs (evenly spaced through the table) and in batches
+# of at most STARTS_BATCH_ELEMENTS (starts × runs): ranking only picks starting points (the fit
+# uses every run), so start selection costs the same at 10k runs as at a million, and memory
+# stays bounded. Every published table (Epoch's 245 points) is ranked whole, exactly as before.
+RANK_MAX_ROWS = 20_000
+STARTS_BATCH_ELEMENTS = 1_000_000
+
+
+def rank_subset(X: dict, y: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The runs that rank starts: all of them, or RANK_MAX_ROWS evenly spaced ones."""
+    if y.size <= RANK_MAX_ROWS:
+        return X, y
+    idx = np.unique(np.linspace(0, y.size - 1, RANK_MAX_ROWS).round().astype(int))
+    return {k: v[idx] for k, v in X.items()}, y[idx]
+
+
 def grid_starts(X: dict, y: np.ndarray, delta: float, k: int) -> np.ndarray:
-    """The ``k`` best Epoch-grid points by initial objective (one vectorized evaluation)."""
+    """The ``k`` best Epoch-grid points by initial objective (vectorized, in batches)."""
     grid = epoch_grid()
+    X, y = rank_subset(X, y)
+    per = max(1, STARTS_BATCH_ELEMENTS // max(y.size, 1))
+    f0 = np.empty(len(grid))
+    w = np.ones(y.size)
     with np.errstate(all="ignore"):
-        f0 = solver.objective(y - log_predict(grid, X), np.ones(y.size), delta)
+        for i in range(0, len(grid), per):
+            f0[i:i + per] = solver.objective(y - log_predict(grid[i:i + per], X), w, delta)
     return grid[np.argsort(f0, kind="stable")[:k]]
 
 
@@ -77,22 +99,31 @@ def projection_starts(X: dict, y: np.ndarray, delta: float, k: int) -> np.ndarra
     solve that least-squares problem on L (columns scaled), keep positive solutions, rank by
     the Huber objective, return the ``k`` best as θ rows."""
     ex = np.arange(0.05, 1.5001, 0.05)
-    al, be = (g.ravel() for g in np.meshgrid(ex, ex, indexing="ij"))
+    al_all, be_all = (g.ravel() for g in np.meshgrid(ex, ex, indexing="ij"))
+    X, y = rank_subset(X, y)
     loss = np.exp(y)
-    cols = np.stack([np.ones((al.size, y.size)), np.exp(-al[:, None] * X["ln_n"]),
-                     np.exp(-be[:, None] * X["ln_d"])], axis=-1)
-    norm = np.linalg.norm(cols, axis=1, keepdims=True)
-    c = cols / norm
-    ctc = c.transpose(0, 2, 1) @ c
-    cty = c.transpose(0, 2, 1) @ loss
-    with np.errstate(all="ignore"):
-        try:
-            coef = np.linalg.solve(ctc, cty[..., None])[..., 0] / norm[:, 0, :]
-        except np.linalg.LinAlgError:
-            return np.empty((0, 5))
-        ok = np.all(coef > 0, axis=1) & np.all(np.isfinite(coef), axis=1)
-        theta = np.stack([np.log(np.abs(coef[:, 1])), np.log(np.abs(coef[:, 2])), np.log(np.abs(coef[:, 0])), al, be], 1)
-        f = solver.objective(y - log_predict(theta, X), np.ones(y.size), delta)
+    w = np.ones(y.size)
+    per = max(1, STARTS_BATCH_ELEMENTS // (3 * max(y.size, 1)))
+    thetas, oks, fs = [], [], []
+    for i in range(0, al_all.size, per):
+        al, be = al_all[i:i + per], be_all[i:i + per]
+        cols = np.stack([np.ones((al.size, y.size)), np.exp(-al[:, None] * X["ln_n"]),
+                         np.exp(-be[:, None] * X["ln_d"])], axis=-1)
+        norm = np.linalg.norm(cols, axis=1, keepdims=True)
+        c = cols / norm
+        ctc = c.transpose(0, 2, 1) @ c
+        cty = c.transpose(0, 2, 1) @ loss
+        with np.errstate(all="ignore"):
+            try:
+                coef = np.linalg.solve(ctc, cty[..., None])[..., 0] / norm[:, 0, :]
+            except np.linalg.LinAlgError:
+                return np.empty((0, 5))
+            oks.append(np.all(coef > 0, axis=1) & np.all(np.isfinite(coef), axis=1))
+            theta = np.stack([np.log(np.abs(coef[:, 1])), np.log(np.abs(coef[:, 2])),
+                              np.log(np.abs(coef[:, 0])), al, be], 1)
+            fs.append(solver.objective(y - log_predict(theta, X), w, delta))
+        thetas.append(theta)
+    theta, ok, f = np.concatenate(thetas), np.concatenate(oks), np.concatenate(fs)
     f = np.where(ok & np.isfinite(f), f, np.inf)
     order = np.argsort(f, kind="stable")[:k]
     order = order[np.isfinite(f[order])]
@@ -163,6 +194,21 @@ def make_spec(X: dict, y: np.ndarray, scale: np.ndarray, meta: dict, delta: floa
     )
 
 
+def refine_on_subset(spec: common.Spec) -> common.Spec:
+    """For a table larger than RANK_MAX_ROWS: solve from every start on the ranking subset first,
+    and start the full-data fit from the distinct optima found there (at most 6, best first), so
+    the many-start search costs what it costs at RANK_MAX_ROWS runs and only a few starts iterate
+    over every run. Bootstrap replicates start from the full-data optimum alone: with this many
+    runs a replicate's data are nearly the full data and stay in its basin."""
+    Xs, ys = rank_subset(spec.X, spec.y)
+    idx_scale = rank_subset({"s": spec.scale}, spec.y)[0]["s"]
+    pre = common.solve(dataclasses.replace(spec, X=Xs, y=ys, scale=idx_scale), polish=False)
+    meta = dict(spec.meta, start_search=f"{len(spec.starts)} starts solved on {ys.size} of {spec.n} runs "
+                                         f"(evenly spaced); the full fit starts from their {len(pre.optima)} "
+                                         "distinct optima")
+    return dataclasses.replace(spec, starts=pre.optima, meta=meta, max_alternates=0)
+
+
 class ChinchillaLaw:
     """Registry entry: fit, predict from values, parametric samples."""
 
@@ -174,11 +220,13 @@ class ChinchillaLaw:
         """Fit to runs with n_params, n_tokens (or flops) and loss; see the module docstring."""
         X, y, scale, meta = prepare(df)
         spec = make_spec(X, y, scale, meta, delta)
+        if spec.n > RANK_MAX_ROWS:
+            spec = refine_on_subset(spec)
         held = None
         if heldout:
-            def builder(mask):
-                Xs = {k: v[mask] for k, v in X.items()}
-                return make_spec(Xs, y[mask], scale[mask], meta, delta)
+            def builder(mask):  # the same spec on the training runs: starts are not re-ranked
+                return dataclasses.replace(spec, X={k: v[mask] for k, v in X.items()}, y=y[mask],
+                                           scale=scale[mask])
             held = common.heldout_error(builder, spec)
         return common.fit_spec(spec, bootstrap_n=bootstrap, seed=seed, level=level, heldout=held)
 

@@ -84,6 +84,10 @@ def too_few(law: str, n: int, need: int, what: str, fix: str) -> CpPlanError:
     return CpPlanError(f"the {law} law needs at least {need} {what}, got {n}; {fix}")
 
 
+# Largest batch of (problems × points) solved at once: about 16 MB per float64 temporary, so a
+# fit's memory stays bounded (well under 1 GB) whatever the number of runs.
+MAX_BATCH_ELEMENTS = 500_000
+
 # ---------------------------------------------------------------------- spec
 
 
@@ -115,6 +119,7 @@ class Spec:
     bootstrap_kind: str = "pairs"  # pairs | stratified | residual
     checks: Callable[[np.ndarray, dict], list[str]] | None = None  # law-specific warnings
     value_of_theta: dict = field(default_factory=dict)  # theta name -> reported name (for bound warnings)
+    max_alternates: int = 2  # other local optima each bootstrap replicate also starts from
 
     @property
     def n(self) -> int:
@@ -144,7 +149,8 @@ def solve(spec: Spec, w: np.ndarray | None = None, starts: np.ndarray | None = N
     """Multi-start fit: batched IRLS-LM from every start, the best polished to a tight tolerance."""
     w = np.ones(spec.n) if w is None else w
     starts = spec.starts if starts is None else starts
-    res = solver.irls_lm(spec.model(), starts, spec.y, w, spec.delta, spec.lower, spec.upper)
+    res = solver.irls_lm_chunked(spec.model(), starts, spec.y, w, spec.delta, spec.lower, spec.upper,
+                                 max_elements=MAX_BATCH_ELEMENTS)
     ok = np.isfinite(res.fun)
     if not ok.any():
         raise CpPlanError(f"the {spec.law} law could not be evaluated at any start (non-finite predictions); "
@@ -248,13 +254,14 @@ def information_criteria(r: np.ndarray, k: int) -> tuple[float, float]:
 
 
 def bootstrap(spec: Spec, solved: Solved, n_boot: int, rng: np.random.Generator,
-              max_alternates: int = 2) -> tuple[np.ndarray, int]:
+              max_alternates: int | None = None) -> tuple[np.ndarray, int]:
     """Refit ``n_boot`` resamples at once; returns (values (B, q), number failed).
 
     Each replicate starts from the full-data optimum and from up to ``max_alternates`` other
     local optima the multi-start found (objective within 25% of the best), keeping the best,
     so a replicate may change basin when its data prefer another one.
     """
+    max_alternates = spec.max_alternates if max_alternates is None else max_alternates
     starts = [solved.theta]
     for t, f in zip(solved.optima[1:], solved.optima_fun[1:]):
         if len(starts) > max_alternates:
@@ -267,24 +274,34 @@ def bootstrap(spec: Spec, solved: Solved, n_boot: int, rng: np.random.Generator,
         fitted = predict_log(spec, solved.theta)[0]
         resid = spec.y - fitted
         resid = (resid - resid.mean()) * math.sqrt(n / max(n - spec.p, 1))
-        draw = rng.integers(0, n, size=(n_boot, n))
-        y = fitted[None, :] + resid[draw]
-        w = np.ones((n_boot, n))
-    else:
-        strata = spec.strata if spec.bootstrap_kind == "stratified" else None
-        w = solver.bootstrap_counts(n, n_boot, rng, strata)
-        y = np.broadcast_to(spec.y, (n_boot, n))
-    theta0 = np.repeat(np.array(starts), n_boot, axis=0)  # start-major: [s0 × B, s1 × B, ...]
-    res = solver.irls_lm(spec.model(), theta0, np.tile(y, (k, 1)), np.tile(w, (k, 1)), spec.delta,
-                         spec.lower, spec.upper, rtol=1e-9)
-    fun = res.fun.reshape(k, n_boot)
-    best = np.argmin(np.where(np.isfinite(fun), fun, np.inf), axis=0)
-    theta = res.theta.reshape(k, n_boot, -1)[best, np.arange(n_boot)]
-    conv = res.converged.reshape(k, n_boot)[best, np.arange(n_boot)]
-    ok = np.isfinite(fun[best, np.arange(n_boot)]) & conv
-    values = spec.to_values(theta)
-    ok &= np.isfinite(values).all(axis=1)
-    return values[ok], int((~ok).sum())
+    # Replicates go in batches whose (replicates × starts × points) stays within
+    # MAX_BATCH_ELEMENTS, so memory is bounded for any number of points. A table small enough
+    # for one batch (every published one) draws exactly as before.
+    per = max(1, MAX_BATCH_ELEMENTS // max(n * k, 1))
+    kept, n_bad = [], 0
+    for b0 in range(0, n_boot, per):
+        nb = min(per, n_boot - b0)
+        if spec.bootstrap_kind == "residual":
+            draw = rng.integers(0, n, size=(nb, n))
+            y = fitted[None, :] + resid[draw]
+            w = np.ones((nb, n))
+        else:
+            strata = spec.strata if spec.bootstrap_kind == "stratified" else None
+            w = solver.bootstrap_counts(n, nb, rng, strata)
+            y = np.broadcast_to(spec.y, (nb, n))
+        theta0 = np.repeat(np.array(starts), nb, axis=0)  # start-major: [s0 × B, s1 × B, ...]
+        res = solver.irls_lm(spec.model(), theta0, np.tile(y, (k, 1)), np.tile(w, (k, 1)), spec.delta,
+                             spec.lower, spec.upper, rtol=1e-9)
+        fun = res.fun.reshape(k, nb)
+        best = np.argmin(np.where(np.isfinite(fun), fun, np.inf), axis=0)
+        theta = res.theta.reshape(k, nb, -1)[best, np.arange(nb)]
+        conv = res.converged.reshape(k, nb)[best, np.arange(nb)]
+        ok = np.isfinite(fun[best, np.arange(nb)]) & conv
+        values = spec.to_values(theta)
+        ok &= np.isfinite(values).all(axis=1)
+        kept.append(values[ok])
+        n_bad += int((~ok).sum())
+    return np.concatenate(kept), n_bad
 
 
 # ---------------------------------------------------------------------- pipeline

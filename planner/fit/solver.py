@@ -114,6 +114,28 @@ def irls_lm(model: Model, theta0: np.ndarray, y: np.ndarray, w: np.ndarray, delt
     return BatchResult(theta=theta, fun=fun, converged=converged, n_iter=it)
 
 
+def irls_lm_chunked(model: Model, theta0: np.ndarray, y: np.ndarray, w: np.ndarray, delta: float | None,
+                    lower: np.ndarray, upper: np.ndarray, *, max_elements: int = 2_000_000,
+                    **kw) -> BatchResult:
+    """:func:`irls_lm` over the rows of ``theta0`` in batches of at most ``max_elements`` (problems
+    × points), so memory stays bounded for any number of points: the problems are independent
+    (each has its own damping and stopping), so batching changes no solution. ``y`` and ``w`` are
+    (n,) or (S, n) as for :func:`irls_lm`."""
+    s = theta0.shape[0]
+    n = np.shape(y)[-1]
+    per = max(1, max_elements // max(n, 1))
+    if per >= s:
+        return irls_lm(model, theta0, y, w, delta, lower, upper, **kw)
+    parts = []
+    for i in range(0, s, per):
+        yi = y[i:i + per] if np.ndim(y) == 2 else y
+        wi = w[i:i + per] if np.ndim(w) == 2 else w
+        parts.append(irls_lm(model, theta0[i:i + per], yi, wi, delta, lower, upper, **kw))
+    return BatchResult(theta=np.concatenate([p.theta for p in parts]), fun=np.concatenate([p.fun for p in parts]),
+                       converged=np.concatenate([p.converged for p in parts]),
+                       n_iter=max(p.n_iter for p in parts))
+
+
 def bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator,
                      strata: np.ndarray | None = None) -> np.ndarray:
     """Resampling weights (n_boot, n): multinomial counts of an n-out-of-n bootstrap (Efron
