@@ -542,6 +542,64 @@ def sweep_lr(
     _print_counts(counts, json_out)
 
 
+@sweep_app.command("file")
+def sweep_file(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="Sweep file: a JSON list of training configs, or `cp-plan next` output.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the file and list its runs (and which the database already holds); train nothing.")] = False,
+    workers: WorkersOpt = 1, sweep_id: Annotated[Optional[str], typer.Option(help="Name recorded with each run (default: the file's).")] = None,
+    launcher: LauncherOpt = Launcher.local, partition: PartitionOpt = None, time_limit: TimeOpt = "4:00:00",
+    gpus_per_node: GpusOpt = 1, slurm_folder: SlurmDirOpt = None, wait: WaitOpt = True, lease_s: LeaseOpt = 300.0,
+    db: DbOpt = None, json_out: JsonOpt = False,
+) -> None:
+    """Run the configs of a sweep file (e.g. from `cp-plan next`) like any other sweep."""
+    from trainer.sweepfile import read_sweep_file
+
+    kind, file_id, planned = read_sweep_file(path)
+    sweep_id = sweep_id or file_id
+    if dry_run:
+        _print_sweep_dry_run(planned, kind, sweep_id, db, json_out)
+        return
+    _need_torch()
+    counts = _launch(planned, db, kind, sweep_id, workers, launcher, partition, time_limit, gpus_per_node,
+                     slurm_folder, wait, lease_s)
+    _print_counts(counts, json_out)
+
+
+def _print_sweep_dry_run(planned, kind: str, sweep_id: str, db, json_out: bool) -> None:
+    from planner.shapes import training_flops
+
+    held: set = set()
+    try:  # which configs the sweep would skip; a missing database holds none
+        from planner.db import RunDB
+
+        rundb = RunDB(db, create=False)
+        try:
+            runs = rundb.runs(statuses=("done", "diverged"))
+            held = set(runs["config_hash"].dropna().tolist()) if "config_hash" in runs.columns else set()
+        finally:
+            rundb.close()
+    except CpPlanError:
+        pass
+    rows = []
+    for run in planned:
+        c = run.config
+        h = c.config_hash()
+        rows.append({"label": run.label, "parameterization": c.parameterization, "alpha": c.alpha, "n_embd": c.n_embd,
+                     "n_layer": c.n_layer, "n_params": c.n_params, "n_tokens": c.n_tokens, "seed": c.seed,
+                     "flops": training_flops(c.n_embd, c.n_layer, c.vocab_size, c.seq_len, c.n_tokens),
+                     "config_hash": h, "in_database": h in held, "config": c.to_dict()})
+    todo = [r for r in rows if not r["in_database"]]
+    if json_out:
+        _emit_json({"dry_run": True, "sweep": kind, "sweep_id": sweep_id, "planned": len(rows),
+                    "to_train": len(todo), "flops_to_train": sum(r["flops"] for r in todo), "runs": rows})
+        return
+    typer.echo(f"sweep {sweep_id} ({kind}, dry run): {_count(len(rows), 'run')} planned, "
+               f"{len(rows) - len(todo)} already in the database, {len(todo)} to train "
+               f"({sum(r['flops'] for r in todo):.3g} FLOPs)")
+    for r in rows:
+        typer.echo(f"  {'skip ' if r['in_database'] else 'train'} {r['label']}  ({r['flops']:.3g} FLOPs)")
+
+
 @app.command("coord-check")
 def coord_check_cmd(
     parameterizations: ParamsListOpt = "mup,alpha0.5,completep",
@@ -875,6 +933,76 @@ def predict(
     if x["n_params"]:
         typer.echo(f"  {x['n_params']:.3g}x the params and {(x['n_tokens'] or float('nan')):.3g}x the tokens of the "
                    "largest run behind the law")
+
+
+@app.command("next")
+def next_runs(
+    budget_flops: Annotated[float, typer.Option("--budget-flops", help="Training FLOPs to spend on the new runs (convention 6P+6NV+12LNT per token), e.g. 1e15.")],
+    params: Annotated[float, typer.Option("--params", help="The plan's target non-embedding parameters.")] = 1.5e9,
+    hardware: Annotated[str, typer.Option("--hardware", help="The plan's hardware: flat, weight-streaming, gpu, latency, memory, or a profile file.")] = "flat",
+    parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape: completep, mup, sp, ...")] = "completep",
+    max_runs: Annotated[int, typer.Option("--max-runs", help="Propose at most this many runs.")] = 24,
+    sizes: Annotated[str, typer.Option("--sizes", help="Candidate P as multiples of the largest trained P, comma list.")] = "1,2,4,8,16",
+    out: Annotated[Path, typer.Option("--out", help="Where to write the sweep file (run it with `cp-plan sweep file FILE`).")] = Path("next-runs.json"),
+    sweep_id: Annotated[Optional[str], typer.Option(help="Sweep name written into the file.")] = None,
+    db: DbOpt = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """Propose the runs that narrow the plan's intervals most per FLOP, and write them as a sweep file."""
+    from planner.db import RunDB
+    from planner.fileio import write_atomic
+    from planner.hardware import load_profile
+    from planner.lawcache import load_laws
+    from planner.recommend import Target
+    from trainer.sweep import parse_list
+    from trainer.sweepfile import plan_next
+
+    if not (math.isfinite(budget_flops) and budget_flops > 0):
+        raise CpPlanError(f"--budget-flops {budget_flops:g} must be a positive number of training FLOPs, e.g. 1e15")
+    if bootstrap < 0:
+        raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
+    mults = parse_list(sizes, float, "--sizes")
+    if any(not (math.isfinite(m) and m > 0) for m in mults):
+        raise CpPlanError(f"--sizes {sizes}: every multiple must be positive, e.g. 1,2,4,8")
+    target = Target(n_params=params, parameterization=parameterization)
+    profile = load_profile(hardware)
+    lawset = load_laws(db=db, bootstrap=bootstrap,
+                       on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
+    rundb = RunDB(db, create=False)
+    try:
+        proposal, text = plan_next(lawset, rundb, target, profile, budget_flops, max_runs=max_runs,
+                                   p_mults=tuple(mults), sweep_id=sweep_id)
+    finally:
+        rundb.close()
+    write_atomic(out, text)
+    proposal["sweep_file"] = str(out)
+    if json_out:
+        _emit_json(proposal)
+    else:
+        _print_next(proposal)
+    typer.echo(f"cp-plan: wrote {_count(len(proposal['runs']), 'run')} to {out}; check it with "
+               f"`cp-plan sweep file {out} --dry-run`, train with `cp-plan sweep file {out}`", err=True)
+
+
+def _print_next(p: dict) -> None:
+    t = p["target"]
+    typer.echo(f"Next runs for the {t['n_params']:.3g}-parameter plan on {t['hardware']} ({t['parameterization']} "
+               f"pick N={t['pick']['n_embd']} L={t['pick']['n_layer']}, N:L {t['pick']['ratio']:.3g}): "
+               f"{_count(len(p['runs']), 'run')}, {p['flops_used']:.3g} of {p['budget_flops']:.3g} FLOPs ({p['stopped']})")
+    typer.echo("  95% intervals now -> expected after the runs (refit-free preview):")
+    for q in p["quantities"]:
+        fmt = (lambda v: f"{v:.3g}") if q["scale"] == "ln" else (lambda v: f"{v:+.1%}")
+        (a, b), (c, d) = q["interval"], q["expected_interval_after"]
+        typer.echo(f"    {q['description']}: {fmt(q['point'])} [{fmt(a)}, {fmt(b)}] -> [{fmt(c)}, {fmt(d)}]")
+    typer.echo(f"  {'step':>4} {'param':>9} {'N':>5} {'L':>4} {'N:L':>6} {'params':>10} {'tokens':>11} {'FLOPs':>9} "
+               f"{'seed':>4} {'gain':>6}")
+    for r in p["runs"]:
+        name = r["law"]
+        typer.echo(f"  {r['step']:>4} {name:>9} {r['n_embd']:>5} {r['n_layer']:>4} {r['ratio']:>6.3g} {r['n_params']:>10,} "
+                   f"{r['n_tokens']:>11,} {r['flops']:>9.3g} {r['seed']:>4} {r['step_gain']:>6.3f}")
+    for w in p["warnings"]:
+        typer.echo(f"  warning: {w}")
 
 
 def _edge_text(b: dict, side: str) -> str:
