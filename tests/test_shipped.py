@@ -54,6 +54,6 @@ def test_weight_streaming_and_latency_plans_differ_with_savings_intervals():
         for other in ("mup", "sp"):
             s = plan["savings"][other]
             assert s["low"] <= s["fraction"] <= s["high"]
-        assert any("irreducible loss E" in w or "extrapolating" in w for w in plan["warnings"])
+        assert any("irreducible loss E" in w or "of the largest run" in w for w in plan["warnings"])
     band = ws["band"]
     assert band["completep"]["ratio_min"] <= band["mup"]["ratio_min"]  # CompleteP's band is never shallower
