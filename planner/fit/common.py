@@ -359,6 +359,9 @@ def heldout_error(spec_builder: Callable[[np.ndarray], Spec], spec: Spec,
     return float(np.sqrt(np.mean(err * err))), info
 
 
+WALD_FALLBACK_BOOTSTRAP = 100  # refits behind the interval of a positive coefficient whose Wald interval crosses 0
+
+
 def fit_spec(spec: Spec, *, bootstrap_n: int = 0, seed: int = 0, level: float = 0.95,
              heldout: tuple[float, dict] | None = None, solved: Solved | None = None,
              extra_warnings: list[str] | None = None) -> FitResult:
@@ -392,8 +395,9 @@ def fit_spec(spec: Spec, *, bootstrap_n: int = 0, seed: int = 0, level: float = 
         ev = np.linalg.eigvalsh(0.5 * (corr + corr.T))
         cond = ev.max() / max(ev.min(), 1e-300)
         if cond > 1e8:
-            warnings.append(f"parameters nearly unidentifiable (correlation condition number {cond:.1e}): "
-                            "several combinations fit equally well")
+            warnings.append(f"several parameter combinations fit these runs about equally well (correlation "
+                            f"condition number {cond:.1e}): read the predictions, not single coefficients; runs "
+                            "at more sizes or shapes pin them down")
     for t, f in zip(sol.optima[1:], sol.optima_fun[1:]):
         if f <= sol.fun * (1 + 1e-6) + 1e-15:
             warnings.append("degenerate solution: distinct parameter sets reach the same objective "
@@ -425,6 +429,36 @@ def fit_spec(spec: Spec, *, bootstrap_n: int = 0, seed: int = 0, level: float = 
         stderr = np.sqrt(np.abs(np.diag(cov)))
         lo, hi = values - z * stderr, values + z * stderr
         meta["interval_method"] = "wald-asymptotic"
+        # A positive coefficient (fitted on the log scale: E, A, B, k, ...) whose Wald interval
+        # crosses 0 gets the interval of its own fitted scale instead: percentiles of draws
+        # θ ~ N(θ̂, Σθ) mapped through to_values (exp(ln A ± z·se) for a log parameter), which
+        # stay positive and follow the skew the linear Wald interval ignores.
+        neg = (values > 0) & (lo <= 0) & np.isfinite(stderr)
+        if neg.any() and np.all(np.isfinite(cov_theta)):
+            rng = np.random.default_rng(seed + 7)
+            draws = rng.multivariate_normal(theta, cov_theta, size=4000, method="eigh", check_valid="ignore")
+            with np.errstate(all="ignore"):
+                mapped = spec.to_values(draws)
+            tail = (1 - level) / 2 * 100
+            plo, phi = np.nanpercentile(mapped, [tail, 100 - tail], axis=0)
+            fixed_idx = [i for i in np.nonzero(neg)[0] if np.isfinite(plo[i]) and plo[i] > 0]
+            for i in fixed_idx:
+                lo[i], hi[i] = plo[i], phi[i]
+            if fixed_idx:
+                meta["interval_method"] = ("wald-asymptotic; on the fitted (log) scale for "
+                                           + ", ".join(names[i] for i in fixed_idx) + ", whose Wald interval crossed 0")
+        # a positive coefficient fitted on a linear scale (an exponent, say) that still crosses 0:
+        # its interval from a small bootstrap
+        still = [i for i in np.nonzero((values > 0) & (lo <= 0) & np.isfinite(stderr))[0] if names[i] not in spec.fixed]
+        if still:
+            boot, _ = bootstrap(spec, sol, WALD_FALLBACK_BOOTSTRAP, np.random.default_rng(seed + 11))
+            if boot.shape[0] >= WALD_FALLBACK_BOOTSTRAP // 5:
+                tail = (1 - level) / 2 * 100
+                blo, bhi = np.percentile(boot, [tail, 100 - tail], axis=0)
+                for i in still:
+                    lo[i], hi[i] = blo[i], bhi[i]
+                meta["interval_method"] += ("; bootstrap percentile (" + str(boot.shape[0]) + " refits) for "
+                                            + ", ".join(names[i] for i in still) + ", whose Wald interval crossed 0")
     for name in spec.fixed:
         i = names.index(name)
         stderr[i], lo[i], hi[i] = 0.0, values[i], values[i]
