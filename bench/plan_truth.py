@@ -164,6 +164,10 @@ def main() -> None:
                 row[k] = {"saving": s.get("fraction"), "low": s.get("low"), "high": s.get("high"),
                           "truth": true_saving[k],
                           "covered": bool(s and s["low"] <= true_saving[k] <= s["high"])}
+            true_loss = float(Truth("completep").loss([plan["n_params"]], [plan["n_tokens"]], [plan["ratio"]])[0])
+            lo, hi = plan["predicted_loss_interval"]
+            row["loss"] = {"predicted": plan["predicted_loss"], "low": lo, "high": hi, "truth": true_loss,
+                           "covered": bool(lo <= true_loss <= hi)}
             rows.append(row)
             print(f"seed {seed} done ({time.time() - t0:.0f} s)", file=sys.stderr)
     if args.json:
@@ -191,8 +195,12 @@ def main() -> None:
     edge_ok = sum(within(r["edge"], r["edge_truth"]) for r in rows)
     cov = {k: sum(r[k]["covered"] for r in rows) for k in ("mup", "sp")}
     need = math.ceil(0.8 * n)
+    loss_cov = sum(r["loss"]["covered"] for r in rows)
     print(f"pick within 1.5x of the truth: {pick_ok}/{n}; CompleteP deep edge within 1.5x: {edge_ok}/{n}; "
-          f"savings covered: μP {cov['mup']}/{n}, SP {cov['sp']}/{n} (goal: all within 1.5x, coverage ≥ {need}/{n})")
+          f"savings covered: μP {cov['mup']}/{n}, SP {cov['sp']}/{n} (goal: all within 1.5x, coverage ≥ {need}/{n}); "
+          f"predicted loss at the pick covers the true loss: {loss_cov}/{n} "
+          f"(e.g. {rows[0]['loss']['predicted']:.4f} [{rows[0]['loss']['low']:.4f}, {rows[0]['loss']['high']:.4f}] "
+          f"vs {rows[0]['loss']['truth']:.4f})")
 
 
 if __name__ == "__main__":
