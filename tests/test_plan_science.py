@@ -296,3 +296,16 @@ def test_predict_bad_input_is_one_line(args, match):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and proc.stdout == "" and len(lines) == 1, proc.stderr
     assert re.search(match, lines[0]), lines[0]
+
+
+def test_candidates_stay_bounded_at_any_scale():
+    """Issue 10 item 11: candidates come from a log grid of N:L, not from every width step, so
+    the planner's cost does not grow with --params."""
+    from planner.hardware import load_profile
+    from planner.recommend import candidate_shapes
+
+    hw = load_profile("weight-streaming")
+    counts = [len(candidate_shapes(p, hw, 64)) for p in (1e9, 1e12, 1e15)]
+    assert max(counts) <= 500 and min(counts) >= 50
+    shapes = candidate_shapes(1e15, hw, 64)
+    assert all(abs(s.n_params / 1e15 - 1) < 0.2 for s in shapes if s.n_layer > 2)
