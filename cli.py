@@ -142,17 +142,15 @@ class RunStatus(str, Enum):
 
 
 StatusOpt = Annotated[Optional[list[RunStatus]], typer.Option("--status", metavar="[pending|running|done|diverged|failed]", help="Only runs with this status (repeatable; default: all).")]
-WhereOpt = Annotated[Optional[list[str]], typer.Option("--where", metavar="COLUMN=VALUE", help="Only runs with COLUMN=VALUE (repeatable; the same column twice means either; VALUE null means missing).")]
+WhereOpt = Annotated[Optional[list[str]], typer.Option("--where", metavar="COLUMN OP VALUE", help="Only runs where COLUMN OP VALUE holds, OP one of = != < <= > >= (e.g. 'n_params>=1e6', 'loss<3', n_layer!=2; quote < and > from the shell). Repeatable: = twice on one column means either, every other condition must hold (a range: 'n_params>=1e6' 'n_params<1e7'); VALUE null means missing, and a missing value matches no comparison.")]
 AllColsOpt = Annotated[bool, typer.Option("--all-columns", help="Every stored column, not just the canonical ones.")]
 
 
-def _where_dict(items: Optional[list[str]]) -> dict:
-    from planner.tableio import parse_pairs
+def _where_terms(items: Optional[list[str]]) -> list:
+    """--where expressions as (column, op, value) terms for RunDB.runs (planner.tableio.parse_where)."""
+    from planner.tableio import parse_where
 
-    where: dict[str, list] = {}
-    for col, value in parse_pairs(items, "--where"):
-        where.setdefault(col, []).append(value)
-    return where
+    return parse_where(items)
 
 
 def _fmt_cell(v) -> str:
@@ -192,7 +190,7 @@ def runs_list(
     from planner.tableio import records_for_json
 
     rdb = RunDB(db, create=False)
-    df = rdb.runs(where=_where_dict(where), statuses=[s.value for s in status] if status else None,
+    df = rdb.runs(where=_where_terms(where), statuses=[s.value for s in status] if status else None,
                   limit=limit or None)
     records = records_for_json(df, df.columns if all_columns else CANONICAL_COLUMNS)
     if json_out:
@@ -272,7 +270,7 @@ def runs_export(
 
     table_format(out)  # refuse a bad extension before touching the database
     rdb = RunDB(db, create=False)
-    df = rdb.runs(where=_where_dict(where), statuses=[s.value for s in status] if status else None)
+    df = rdb.runs(where=_where_terms(where), statuses=[s.value for s in status] if status else None)
     write_table(df if all_columns else df[list(CANONICAL_COLUMNS)], out)
     if json_out:
         _emit_json({"out": str(out), "n_runs": len(df), "db": rdb.display})
@@ -280,30 +278,59 @@ def runs_export(
         typer.echo(f"wrote {len(df)} run(s) to {out}")
 
 
+class ParamCount(str, Enum):
+    given = "given"
+    gpt2 = "gpt2-12N2"
+    swiglu = "swiglu"
+
+
 @runs_app.command("import")
 def runs_import(
     file: Annotated[Path, typer.Argument(help="Table of runs: .csv, .jsonl or .parquet.")],
-    source: Annotated[str, typer.Option("--source", help="Name of where the runs come from (e.g. epoch-chinchilla); stored with each run.")],
+    source: Annotated[Optional[str], typer.Option("--source", help="Name of where the runs come from (e.g. epoch-chinchilla); stored with each run. Default: the file's stem, and each row keeps the table's own source where it has one (so `runs export` -> `runs import` round-trips).")] = None,
     rename: Annotated[Optional[list[str]], typer.Option("--rename", metavar="SRC=DST", help="Map a column: SRC=DST, e.g. 'Model Size=n_params' (repeatable).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="COLUMN=VALUE", help="Give every row COLUMN=VALUE, e.g. parameterization=sp (repeatable).")] = None,
+    param_count: Annotated[ParamCount, typer.Option("--param-count", metavar="[given|gpt2-12N2|swiglu]", help="How the source's blocks count non-embedding parameters, to derive a missing n_params from n_embd and n_layer and check given ones: gpt2-12N2 = L(12N^2+13N)+2N (GELU MLP 4N, biases; as cp-plan's model); swiglu = L(4N^2+3Nh+2N)+N with h = int(8N/3) rounded up to a multiple of 256 (LLaMA: attention without biases or grouped KV heads, SwiGLU MLP, RMSNorms); given = take n_params as it is.")] = ParamCount.given,
+    subtract_embeddings: Annotated[Optional[int], typer.Option("--subtract-embeddings", metavar="VOCAB", min=1, help="The table's n_params include embeddings: take VOCAB*n_embd off each (the token embedding), plus VOCAB*n_embd with --untied-embeddings and seq_len*n_embd with --learned-positions.")] = None,
+    untied_embeddings: Annotated[bool, typer.Option("--untied-embeddings", help="With --subtract-embeddings: the output layer is a separate VOCAB x n_embd matrix (LLaMA), not tied to the input embedding (GPT-2).")] = False,
+    learned_positions: Annotated[bool, typer.Option("--learned-positions", help="With --subtract-embeddings: the model learns a position embedding of seq_len x n_embd (GPT-2; not rotary as LLaMA); needs seq_len.")] = False,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Import published runs: needs n_params, loss and n_tokens or flops (the other is derived,
-    D = C / 6N). Every row is validated first; all rows are imported or none."""
+    """Import published runs: needs n_params (or n_embd and n_layer with --param-count), loss and
+    n_tokens or flops (the other is derived, D = C / 6N). Every row is validated first; all rows are
+    imported or none. Counts that look embedding-inclusive are imported with a warning."""
     from planner.db import RunDB
-    from planner.tableio import parse_pairs, prepare_import, read_table, rename_columns, set_columns
+    from planner.tableio import (parse_pairs, prepare_import, read_table, rename_columns, set_columns,
+                                 source_from_path)
 
+    default_source = source is None
+    source = source_from_path(file) if default_source else source
     df = read_table(file)
     df = set_columns(rename_columns(df, parse_pairs(rename, "--rename")), parse_pairs(set_, "--set"))
-    plan = prepare_import(df, source)
+    plan = prepare_import(df, source, source_is_default=default_source, param_count=param_count.value,
+                          subtract_embeddings=subtract_embeddings, untied_embeddings=untied_embeddings,
+                          learned_positions=learned_positions)
     rdb = RunDB(db, create=True)
     n = rdb.import_plan(plan)
     summary = {"imported": n, "file": str(file), "db": rdb.display, **plan.summary()}
     if json_out:
         _emit_json(summary)
         return
-    typer.echo(f"imported {n} run(s) from {file} into {rdb.display} as source {source!r}")
+    sources = (f"source {plan.sources[0][0]!r}" if len(plan.sources) == 1 else "sources "
+               + ", ".join(f"{s!r} ({_count(k, 'run')})" for s, k in plan.sources))
+    typer.echo(f"imported {n} run(s) from {file} into {rdb.display} as {sources}")
+    if plan.derived_n_params:
+        typer.echo(f"  n_params derived from n_embd and n_layer ({plan.param_count}) for {plan.derived_n_params} row(s)")
+    if plan.subtracted_embeddings:
+        from planner.tableio import embedding_formula
+
+        typer.echo(f"  n_params: {embedding_formula(untied_embeddings, learned_positions)} (VOCAB "
+                   f"{subtract_embeddings}) embedding parameters taken off for {plan.subtracted_embeddings} row(s)")
+    if plan.kept_internal_columns:
+        typer.echo("  a cp-plan export: its bookkeeping columns are kept as "
+                   + ", ".join(f"orig_{c}" for c in plan.kept_internal_columns)
+                   + " (imported runs are never resumed or skipped by sweeps)")
     if plan.derived_n_tokens:
         typer.echo(f"  n_tokens derived as flops / (6 n_params) for {plan.derived_n_tokens} row(s)")
     if plan.derived_flops:
@@ -313,6 +340,8 @@ def runs_import(
     if len(plan.flop_conventions) > 1:
         typer.echo("  note: rows use several FLOP conventions, each stored with its row: "
                    + ", ".join(f"{c!r} ({n} rows)" for c, n in plan.flop_conventions))
+    for w in plan.warnings:
+        typer.echo(f"  warning: {w}")
 
 
 # ---------------------------------------------------------------- train (trainer)
@@ -681,11 +710,12 @@ def fit(
     """Fit a scaling law to the finished runs in the database, per parameterization (and per N:L for compute)."""
     from planner.db import RunDB
     from planner.laws import fit_groups
+    from planner.tableio import format_where
 
     if pool_shapes and law is not LawName.compute:
         raise CpPlanError(f"--pool-shapes applies to --law compute only, not {law.value}; leave it out")
     rdb = RunDB(db, create=False)
-    where_d = _where_dict(where)
+    where_d = _where_terms(where)
     df = rdb.runs(where=where_d)
     matching = " matching --where" if where_d else ""
     if len(df) < 2:
@@ -720,7 +750,7 @@ def fit(
     finally:
         if busy is not None:
             busy.stop()
-    payload = {"law": law.value, "db": rdb.display, "where": where_d, "bootstrap": bootstrap, "seed": seed,
+    payload = {"law": law.value, "db": rdb.display, "where": format_where(where_d), "bootstrap": bootstrap, "seed": seed,
                "laws": {k: r.to_json() for k, r in results.items()}, "skipped": skipped, "notes": notes}
     if out is not None:
         from planner.fileio import write_atomic

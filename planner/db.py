@@ -68,6 +68,7 @@ from planner.tableio import (
     STATUSES,
     TEXT,
     TRAINED_SOURCE,
+    WHERE_OPERATORS,
     BadValue,
     ImportPlan,
     coerce_value,
@@ -874,12 +875,17 @@ class RunDB:
                 .where(runs_table.c.config_hash == config_hash, runs_table.c.status == "done")
                 .order_by(runs_table.c.updated_at.desc()).limit(1)).scalar()
 
-    def runs(self, where: dict | None = None, statuses: tuple[str, ...] | list[str] | str | None = ("done",),
+    def runs(self, where: dict | list | None = None,
+             statuses: tuple[str, ...] | list[str] | str | None = ("done",),
              limit: int | None = None) -> pd.DataFrame:
         """Runs as a DataFrame: canonical columns, then the extra run columns, then any columns
         imported tables brought along. Float columns are float64; integer columns int64, or
         float64 with NaN when some runs lack them. ``where`` maps a column to a value (strings
-        are parsed for numeric columns), a list of values, or None (missing);
+        are parsed for numeric columns), a list of values, or None (missing); or it is a list of
+        ``(column, op, value)`` terms (:func:`planner.tableio.parse_where`, op one of
+        ``WHERE_OPERATORS``): equalities on one column mean either, every other term must hold,
+        and a missing value matches no comparison. Terms on stored run columns are part of the
+        SQL query; those on imported extras filter after it.
         ``statuses=None`` returns every status; ``limit`` keeps only the last N matching runs
         (in the query itself, so a large database is not read whole)."""
         q = self._runs_select()
@@ -889,21 +895,30 @@ class RunDB:
             if unknown:
                 raise CpPlanError(f"status {unknown[0]!r} is not one of {', '.join(STATUSES)}")
             q = q.where(runs_table.c.status.in_(statuses))
-        post: dict[str, list] = {}
-        for col, value in (where or {}).items():
-            values = list(value) if isinstance(value, (list, tuple, set)) else [value]
-            if col in RUN_COLUMN_KINDS:
-                kind = RUN_COLUMN_KINDS[col]
-                try:
-                    values = [None if v is None or v == "null" else
-                              (str(v) if kind == TEXT else _parse_number(v, kind)) for v in values]
-                except ValueError:
-                    raise CpPlanError(f"where {col}={value!r}: {col} is numeric; give a number") from None
-                c = runs_table.c[col]
-                conds = [c.is_(None) if v is None else c == v for v in values]
-                q = q.where(sa.or_(*conds))
-            else:
-                post[col] = values
+        post: dict[str, list] = {}  # extra column -> [(op, value)]
+        for col, terms in _where_terms(where).items():
+            if col not in RUN_COLUMN_KINDS:
+                post[col] = terms
+                continue
+            kind, c = RUN_COLUMN_KINDS[col], runs_table.c[col]
+            either, every = [], []
+            for op, v in terms:
+                if v is not None and kind != TEXT:
+                    try:
+                        v = _parse_number(v, kind)
+                    except (TypeError, ValueError, OverflowError):
+                        raise CpPlanError(f"where {col}{op}{v!r}: {col} is numeric; give a number, "
+                                          f"e.g. {col}{op}1e6") from None
+                elif v is not None:
+                    v = str(v)
+                if op == "=":
+                    either.append(c.is_(None) if v is None else c == v)
+                else:
+                    every.append(c.is_not(None) if v is None else _SQL_OPS[op](c, v))
+            if either:
+                q = q.where(sa.or_(*either))
+            for cond in every:
+                q = q.where(cond)
         if limit is not None and limit < 0:
             raise CpPlanError(f"limit={limit} must be >= 0 (0 or None: all runs)")
         if limit and not post:  # columns kept in extra_json filter after the query: limit after them
@@ -915,14 +930,12 @@ class RunDB:
             with self._tx() as conn:
                 rows = conn.execute(q).mappings().all()
         df = _runs_frame(rows)
-        for col, values in post.items():
+        for col, terms in post.items():
             if col not in df.columns:
                 raise CpPlanError(f"unknown column {col!r}; run columns are {', '.join(RUN_COLUMNS)}"
                                   + (f", plus imported {', '.join(c for c in df.columns if c not in RUN_COLUMN_KINDS)}"
                                      if len(df.columns) > len(RUN_COLUMNS) else ""))
-            s = df[col]
-            mask = s.isna() if values == [None] else s.astype(str).isin([str(v) for v in values])
-            df = df[mask].reset_index(drop=True)
+            df = df[_extra_mask(df[col], terms)].reset_index(drop=True)
         if limit and post:
             df = df.tail(limit).reset_index(drop=True)
         return df
@@ -1006,7 +1019,64 @@ def _postgres_driver() -> str:
 
 def _parse_number(v: Any, kind: str) -> float | int:
     x = float(v)
+    if not math.isfinite(x):
+        raise ValueError(f"{v!r} is not finite")
     return int(x) if kind == INT and x.is_integer() else x
+
+
+_SQL_OPS = {"!=": lambda c, v: c != v, "<": lambda c, v: c < v, "<=": lambda c, v: c <= v,
+            ">": lambda c, v: c > v, ">=": lambda c, v: c >= v}
+_PD_OPS = {"=": lambda s, v: s == v, **_SQL_OPS}
+
+
+def _where_terms(where) -> dict[str, list[tuple[str, Any]]]:
+    """``RunDB.runs``'s ``where`` (a dict of equalities, or (column, op, value) terms) grouped by
+    column: {column: [(op, value), ...]}, value None meaning missing."""
+    out: dict[str, list[tuple[str, Any]]] = {}
+    if isinstance(where, dict):
+        for col, value in where.items():
+            for v in (list(value) if isinstance(value, (list, tuple, set)) else [value]):
+                out.setdefault(col, []).append(("=", None if v is None or v == "null" else v))
+        return out
+    for term in where or ():
+        col, op, v = term
+        if op not in WHERE_OPERATORS:
+            raise CpPlanError(f"where {col}{op}{v}: operator {op!r} is not one of {', '.join(WHERE_OPERATORS)}")
+        if v is None and op not in ("=", "!="):
+            raise CpPlanError(f"where {col}{op}null: null (missing) goes with = or != only")
+        out.setdefault(col, []).append((op, v))
+    return out
+
+
+def _extra_mask(s: pd.Series, terms: list[tuple[str, Any]]):
+    """Rows of an imported extra column that satisfy ``terms`` (as in ``RunDB.runs``): numbers
+    compare as numbers where both sides are numeric, otherwise as text."""
+    num = pd.to_numeric(s, errors="coerce")
+    text = s.astype(str)
+    present = s.notna()
+
+    def test(op: str, v):
+        if v is None:
+            return ~present if op == "=" else present
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = None
+        by_text = present & _PD_OPS[op](text, str(v))
+        if x is None or not math.isfinite(x):
+            return by_text
+        by_num = num.notna() & _PD_OPS[op](num, x)
+        # a cell that is not a number (text in a mostly numeric column) compares as text
+        return by_num | (present & num.isna() & by_text) if op != "=" else by_num | by_text
+
+    either = [test(op, v) for op, v in terms if op == "="]
+    mask = pd.Series(True, index=s.index)
+    if either:
+        mask &= pd.concat(either, axis=1).any(axis=1)
+    for op, v in terms:
+        if op != "=":
+            mask &= test(op, v)
+    return mask.to_numpy(dtype=bool)
 
 
 def _typed_frame(rows, kinds: dict[str, str], columns: list[str] | None = None) -> pd.DataFrame:

@@ -419,7 +419,8 @@ def _config_values(sub, name: str) -> list:
 
 def base_hparams(sub) -> dict | None:
     """The base shape and base hyperparameters the runs were trained with (their most common
-    setting), for transferring to the recommended shape; None when the runs record none."""
+    setting), for transferring to the recommended shape; None when the runs record no base
+    shape, and ``lr`` None when none of them records a base LR."""
     rows = []
     for _, r in sub.iterrows():
         cfg: dict[str, Any] = {}
@@ -440,10 +441,14 @@ def base_hparams(sub) -> dict | None:
         for k in ("weight_decay", "eps", "input_mult", "output_mult", "d_head"):
             base[k] = cfg.get(k)
         base["alpha"] = pick("alpha")
-        if base["base_n_embd"] is None or base["base_n_layer"] is None or base["lr"] is None:
+        if base["base_n_embd"] is None or base["base_n_layer"] is None:
             continue
         base["base_n_embd"], base["base_n_layer"] = int(base["base_n_embd"]), int(base["base_n_layer"])
         rows.append(tuple(sorted(base.items(), key=lambda kv: kv[0])))
+    # Runs with a base LR decide; a base shape alone (imported runs without lr) still serves the
+    # gap laws' multipliers, and the plan says the hyperparameters need the LR.
+    with_lr = [r for r in rows if dict(r)["lr"] is not None]
+    rows = with_lr or rows
     if not rows:
         return None
     counts = Counter(rows)

@@ -609,6 +609,7 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
     hparams, hp_note = _hparams(key, shape, ctx)
     extrap = extrapolation_of(shape, n_tokens, ctx)
     warnings += _warnings_for(key, target, ctx, laws, hparams, d_head, extrap, band)
+    warnings += _missing_field_warnings(key, laws, ctx, hparams)
     if len(band) > 1 and not bands_distinguishable(band):
         warnings.append("the parameterizations' bands cannot be told apart at this scale: every low edge lies "
                         "inside the others' intervals")
@@ -701,12 +702,44 @@ def _alternatives(cands: list[Candidate], pick: Candidate, target: Target, hw: H
     return out
 
 
+def missing_base_fields(ctx: Mapping | None) -> list[str]:
+    """The run fields behind a law's hyperparameter transfer that its runs lack: base_n_embd,
+    base_n_layer (the base shape) and lr (the base learning rate)."""
+    base = (ctx or {}).get("base") or {}
+    return [f for f in ("base_n_embd", "base_n_layer", "lr") if not base.get(f)]
+
+
+def _or_words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _missing_field_warnings(key: str, laws: Mapping[str, Any], ctx: Mapping, hparams) -> list[str]:
+    """Which parts of the plan rest on fields the runs lack: the per-group hyperparameters (base
+    shape and LR) and each gap law's multipliers (base shape; planlaws falls back to a proxy)."""
+    out = []
+    lacking = missing_base_fields(ctx)
+    if hparams is None and lacking:
+        out.append(f"the plan has no per-group hyperparameters (LR, init, multipliers per layer group): they "
+                   f"are transferred from the runs' base shape and base LR, and the runs behind the {key} law "
+                   f"record no {_or_words(lacking)}; the shape, tokens and loss do not need them")
+    for name, law in laws.items():
+        note = ((getattr(law, "meta", None) or {}).get("gap") or {}).get("base_note")
+        if note and note != "the runs' base shape":
+            use = "the plan's loss and band" if name == key else f"the {name} band and the savings vs {name}"
+            out.append(f"{use} rest on a proxy base for the {name} gap law: {note}; import the runs' "
+                       "base_n_embd and base_n_layer to measure the gap from the real base")
+    return out
+
+
 def _hparams(key: str, shape: Shape, ctx: Mapping) -> tuple[dict | None, str]:
     """Per-group hyperparameters for ``shape``, transferred from the runs' base shape and HPs."""
     base = ctx.get("base") if ctx else None
-    if not base or not base.get("base_n_embd") or not base.get("base_n_layer") or not base.get("lr"):
-        return None, ("no transferred hyperparameters: the runs behind the law record no base shape "
-                      "and base LR (imported runs?); use `cp-plan hparams` with your own base")
+    lacking = missing_base_fields(ctx)
+    if lacking:
+        return None, (f"no transferred hyperparameters: the runs behind the {key} law record no "
+                      f"{_or_words(lacking)} (imported runs?); import them with "
+                      + " ".join(f"--set {f}=..." for f in lacking)
+                      + ", or use `cp-plan hparams` with your own base")
     hp = BaseHParams(
         lr=float(base["lr"]),
         init_std=float(base.get("init_std") or BaseHParams.init_std),

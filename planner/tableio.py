@@ -202,6 +202,108 @@ def parse_pairs(items: Iterable[str] | None, what: str) -> list[tuple[str, str]]
     return out
 
 
+# ------------------------------------------------------------------ --where expressions
+
+WHERE_OPERATORS: tuple[str, ...] = ("=", "!=", "<", "<=", ">", ">=")
+_WHERE_RE = re.compile(r"^\s*([^<>=!]*?)\s*(<=|>=|!=|==|=|<|>)\s*(.*?)\s*$", re.S)
+
+
+def parse_where(items: Iterable[str] | None) -> list[tuple[str, str, str | None]]:
+    """Parse ``--where`` expressions ``COLUMN OP VALUE`` (OP one of :data:`WHERE_OPERATORS`;
+    ``==`` reads as ``=``) into ``(column, op, value)``; VALUE ``null`` (None) means missing and
+    goes with ``=`` or ``!=`` only. Types are checked where the column is known (the database)."""
+    ops = ", ".join(WHERE_OPERATORS)
+    out = []
+    for item in items or ():
+        m = _WHERE_RE.match(item)
+        if not m or not m.group(1) or not m.group(3) or m.group(3)[0] in "<>=!":
+            raise CpPlanError(f"--where {item!r} is not COLUMN OP VALUE with OP one of {ops}; e.g. "
+                              "--where 'n_params>=1e6' --where 'loss<3' --where n_layer!=2 --where lr=null")
+        col, op, value = m.groups()
+        op = "=" if op == "==" else op
+        if value == "null":
+            if op not in ("=", "!="):
+                raise CpPlanError(f"--where {item!r}: null (missing) goes with = or != only, not {op}")
+            value = None
+        out.append((col, op, value))
+    return out
+
+
+def format_where(terms: Iterable[tuple[str, str, Any]]) -> list[str]:
+    """``(column, op, value)`` terms back as the ``--where`` strings they came from."""
+    return [f"{c}{op}{'null' if v is None else v}" for c, op, v in terms]
+
+
+# ------------------------------------------------------------------ parameter counts of imported runs
+
+#: How ``runs import --param-count`` counts a block's parameters (non-embedding), from n_embd N
+#: and n_layer L; 'given' takes n_params from the table as it is.
+PARAM_COUNTS: tuple[str, ...] = ("given", "gpt2-12N2", "swiglu")
+SWIGLU_MULTIPLE_OF = 256  # LLaMA's ModelArgs.multiple_of: the SwiGLU hidden size is rounded up to it
+# A given n_params this far above the count for its shape looks embedding-inclusive: with the
+# architecture unknown ('given') only a gross excess is flagged (a SwiGLU block at tiny widths is
+# ~1.3x a GELU one); with a chosen count, anything beyond COUNT_TOLERANCE either way is reported
+# (LLaMA-7B's untied embeddings are 4% of its count, GPT-2 XL's 5%; below 2% a count error moves
+# a fitted law less than the laws' own intervals).
+EMBEDDING_WARN_RATIO = 1.3
+COUNT_TOLERANCE = 0.02
+
+
+def swiglu_hidden(n_embd):
+    """LLaMA's SwiGLU hidden size for width N: int(2·4N/3) rounded up to a multiple of 256
+    (meta-llama/llama ``FeedForward``, ffn_dim_multiplier unset): 11008 at N = 4096."""
+    n = np.asarray(n_embd, dtype=float)
+    h = np.floor(8.0 * n / 3.0)
+    return SWIGLU_MULTIPLE_OF * np.ceil(h / SWIGLU_MULTIPLE_OF)
+
+
+def count_params(param_count: str, n_embd, n_layer) -> np.ndarray:
+    """Non-embedding parameters of a shape under ``param_count`` (float64; NaN where N or L is).
+
+    - ``gpt2-12N2``: L·(12N² + 13N) + 2N, the pre-LN GPT-2 block with a 4N GELU MLP and biases
+      (:func:`planner.shapes.n_params_nonembedding`);
+    - ``swiglu``: L·(4N² + 3·N·h + 2N) + N, the LLaMA block: attention Wq, Wk, Wv, Wo without
+      biases (4N², full multi-head: no grouped KV heads), SwiGLU MLP W1, W2, W3 (3·N·h, h from
+      :func:`swiglu_hidden`), two RMSNorm weights per block and a final one (LLaMA-7B: 6.476e9).
+    """
+    n = np.asarray(n_embd, dtype=float)
+    layers = np.asarray(n_layer, dtype=float)
+    if param_count == "gpt2-12N2":
+        return layers * (12.0 * n * n + 13.0 * n) + 2.0 * n
+    if param_count == "swiglu":
+        return layers * (4.0 * n * n + 3.0 * n * swiglu_hidden(n) + 2.0 * n) + n
+    raise CpPlanError(f"--param-count {param_count!r} is not one of {', '.join(PARAM_COUNTS)}")
+
+
+def embedding_params(vocab_size: float, n_embd, seq_len=None, *, untied: bool = False,
+                     learned_positions: bool = False) -> np.ndarray:
+    """What ``--subtract-embeddings VOCAB`` takes off n_params: V·N for the token embedding, V·N
+    more for an untied output layer, and T·N for learned position embeddings (T = seq_len):
+    GPT-2 (tied, learned positions) V·N + T·N; LLaMA (untied, rotary) 2·V·N."""
+    n = np.asarray(n_embd, dtype=float)
+    out = (2.0 if untied else 1.0) * float(vocab_size) * n
+    if learned_positions:
+        out = out + np.asarray(seq_len, dtype=float) * n
+    return out
+
+
+def source_from_path(path: str | Path) -> str:
+    """The default ``--source``: the file's stem, with characters a source name cannot hold
+    turned into '-' (``Epoch data (2024).csv`` → ``Epoch-data-2024``)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("-._")[:64].rstrip("-._")
+    if not stem or stem == TRAINED_SOURCE:
+        raise CpPlanError(f"the file name {Path(path).name!r} gives no usable source name; name where the "
+                          "runs come from with --source, e.g. --source epoch-chinchilla")
+    return stem
+
+
+def is_cp_plan_export(columns: Iterable[str]) -> bool:
+    """Whether a table's header is what ``cp-plan runs export`` writes: the canonical columns,
+    in order, first (``--all-columns`` adds the stored ones and imported extras after them)."""
+    cols = tuple(str(c) for c in columns)
+    return cols[:len(CANONICAL_COLUMNS)] == CANONICAL_COLUMNS
+
+
 # ------------------------------------------------------------------ reading and writing files
 
 
@@ -368,6 +470,12 @@ class ImportPlan:
     extra_columns: tuple[str, ...] = field(default_factory=tuple)
     ignored_columns: tuple[str, ...] = field(default_factory=tuple)  # empty internal columns, dropped
     flop_conventions: tuple[tuple[str, int], ...] = field(default_factory=tuple)  # (convention, rows)
+    sources: tuple[tuple[str, int], ...] = field(default_factory=tuple)  # (source, rows)
+    param_count: str = "given"   # how n_params was counted (PARAM_COUNTS)
+    derived_n_params: int = 0    # rows whose n_params came from the param_count formula
+    subtracted_embeddings: int = 0  # rows whose n_params had embeddings taken off
+    kept_internal_columns: tuple[str, ...] = field(default_factory=tuple)  # a cp-plan export's, kept as orig_*
+    warnings: tuple[str, ...] = field(default_factory=tuple)  # imported anyway; worth a look
 
     @property
     def run_ids(self) -> list[str]:
@@ -395,7 +503,10 @@ class ImportPlan:
         return {"source": self.source, "n_rows": self.n_rows, "derived_n_tokens": self.derived_n_tokens,
                 "derived_flops": self.derived_flops, "generated_run_ids": self.generated_run_ids,
                 "extra_columns": list(self.extra_columns), "ignored_columns": list(self.ignored_columns),
-                "flop_conventions": dict(self.flop_conventions)}
+                "flop_conventions": dict(self.flop_conventions), "sources": dict(self.sources),
+                "param_count": self.param_count, "derived_n_params": self.derived_n_params,
+                "subtracted_embeddings": self.subtracted_embeddings,
+                "kept_internal_columns": list(self.kept_internal_columns), "warnings": list(self.warnings)}
 
 
 def check_source(source: Any) -> str:
@@ -541,7 +652,9 @@ def _extra_column(s) -> np.ndarray:
     return out
 
 
-def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
+def prepare_import(df, source: str, now: str | None = None, *, source_is_default: bool = False,
+                   param_count: str = "given", subtract_embeddings: float | None = None,
+                   untied_embeddings: bool = False, learned_positions: bool = False) -> ImportPlan:
     """Validate every row of a runs table and return the rows to insert, or raise.
 
     Required columns: ``n_params``, ``loss`` and at least one of ``n_tokens`` / ``flops``; a row
@@ -550,7 +663,22 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
     are kept per row as extras; the database's own bookkeeping columns (``INTERNAL_COLUMNS``:
     config hash and JSON, worker, lease, attempts, progress, timestamps) are refused when they
     hold a value, since an imported 'done' row with a real config hash would make sweeps skip
-    training. A 'done' row needs a finite loss in (0, MAX_LOSS] nats/token; a 'diverged' or
+    training, except in a table whose header is a ``cp-plan runs export`` one
+    (:func:`is_cp_plan_export`): there they are kept as extras named ``orig_<column>``, never in
+    the columns that sweeps and ``train --resume`` read.
+
+    Every row gets ``source``; with ``source_is_default`` (no ``--source`` given) a row keeps the
+    table's own ``source`` value where it has one (a cp-plan export may hold 'trained').
+
+    Parameter counts (``param_count``, one of :data:`PARAM_COUNTS`; :func:`count_params`):
+    'given' takes ``n_params`` as it is; 'gpt2-12N2' or 'swiglu' derive it from ``n_embd`` and
+    ``n_layer`` where it is missing. ``subtract_embeddings`` (a vocabulary size V) first takes
+    :func:`embedding_params` off every given ``n_params``. A given count far above the count for
+    its shape (``EMBEDDING_WARN_RATIO`` for 'given', ``1 + COUNT_TOLERANCE`` for a chosen count)
+    looks embedding-inclusive, and one below ``1 - COUNT_TOLERANCE`` of a chosen count looks
+    counted another way: both are imported as given and reported in ``ImportPlan.warnings``.
+
+    A 'done' row needs a finite loss in (0, MAX_LOSS] nats/token; a 'diverged' or
     'failed' row may have none (a non-finite loss there is stored as missing). Every problem in
     the table is collected and the first few reported, naming row (1-based, header not
     counted), column and value, so one round of fixes suffices.
@@ -565,6 +693,17 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
     record which conventions a fit used.
     """
     source = check_source(source)
+    if param_count not in PARAM_COUNTS:
+        raise CpPlanError(f"--param-count {param_count!r} is not one of {', '.join(PARAM_COUNTS)}")
+    if subtract_embeddings is None and (untied_embeddings or learned_positions):
+        raise CpPlanError("--untied-embeddings and --learned-positions say what --subtract-embeddings VOCAB "
+                          "subtracts; give it too")
+    if subtract_embeddings is not None:
+        v = to_number(subtract_embeddings) if not isinstance(subtract_embeddings, bool) else None
+        if v is None or not math.isfinite(v) or v < 1 or not float(v).is_integer():
+            raise CpPlanError(f"--subtract-embeddings {subtract_embeddings!r} is not a vocabulary size; give the "
+                              "number of tokens, e.g. --subtract-embeddings 50257 (GPT-2) or 32000 (LLaMA)")
+        subtract_embeddings = int(v)
     cols = [str(c) for c in df.columns]
     if list(df.columns) != cols:  # e.g. integer column labels from an API caller
         df = df.set_axis(cols, axis=1)
@@ -574,22 +713,46 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
     n = len(df)
     if n == 0:
         raise CpPlanError("the table has no rows; nothing to import")
-    missing = [c for c in ("n_params", "loss") if c not in cols]
+    derivable = param_count != "given" and "n_embd" in cols and "n_layer" in cols
+    missing = [c for c in ("n_params", "loss") if c not in cols and not (c == "n_params" and derivable)]
     if not ("n_tokens" in cols or "flops" in cols):
         missing.append("n_tokens or flops")
     if missing:
         raise CpPlanError(f"the table lacks required column(s) {', '.join(missing)}; its columns are "
                           f"{', '.join(map(repr, cols))}; map yours with --rename, e.g. "
-                          "--rename 'Model Size=n_params' --rename 'Training FLOP=flops'")
-    ignored = []
+                          "--rename 'Model Size=n_params' --rename 'Training FLOP=flops'"
+                          + ("; or derive n_params from n_embd and n_layer with --param-count gpt2-12N2 or swiglu"
+                             if "n_params" in missing else ""))
+    if subtract_embeddings is not None:
+        for need, why in (("n_params", "the counts to subtract from"), ("n_embd", "each row's width"),
+                          ("seq_len", "each row's context (--learned-positions)")):
+            if need not in cols and (need != "seq_len" or learned_positions):
+                raise CpPlanError(f"--subtract-embeddings needs {why}, but the table has no {need} column; "
+                                  f"map one with --rename or give every row one with --set {need}=VALUE")
+    export = is_cp_plan_export(cols)
+    ignored, kept_internal, to_orig = [], [], {}
     for reserved in INTERNAL_COLUMNS:
         if reserved not in cols:
             continue
-        if reserved in ("rev", "seq", "extra_json") or not _missing_mask(df[reserved]).all():
+        structural = reserved in ("rev", "seq", "extra_json")  # never in an export
+        if not structural and _missing_mask(df[reserved]).all():
+            ignored.append(reserved)
+        elif export and not structural:
+            # A cp-plan export's bookkeeping: kept for the record under another name, so no
+            # imported row ever matches a sweep's or `train --resume`'s config hash.
+            if f"orig_{reserved}" in cols:  # re-export of an import: the first origin stays
+                ignored.append(reserved)
+            else:
+                to_orig[reserved] = f"orig_{reserved}"
+                kept_internal.append(reserved)
+        else:
             raise CpPlanError(f"column {reserved!r} is internal to the run database (it holds sweep and "
                               f"training bookkeeping); rename it to keep it as an extra column "
-                              f"(--rename {reserved}=orig_{reserved}) or drop it")
-        ignored.append(reserved)
+                              f"(--rename {reserved}=orig_{reserved}) or drop it (a `cp-plan runs export` "
+                              "file, recognised by its header, keeps such columns as orig_* extras itself)")
+    if to_orig:
+        df = df.rename(columns=to_orig)
+        cols = [to_orig.get(c, c) for c in cols]
     cols = [c for c in cols if c not in ignored]
 
     problems: list[str] = []  # the first few, in the order found
@@ -643,16 +806,36 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
     for i in np.nonzero(is_done & np.isnan(out["loss"]))[0]:
         if (int(i), "loss") not in bad_cells:
             bad(int(i), "loss", raw_of("loss", int(i)), "is missing (a 'done' run needs its final validation loss)")
+    out["n_params"], n_derived_p, n_subtracted, count_warnings = _count_params(
+        out, n, bad, bad_cells, raw_of, param_count, subtract_embeddings, untied_embeddings, learned_positions)
     for i in np.nonzero(np.isnan(out["n_params"]))[0]:
         if (int(i), "n_params") not in bad_cells:
             bad(int(i), "n_params", raw_of("n_params", int(i)),
-                "is missing (every run needs its non-embedding parameters)")
-    if "source" in out:
-        for i, s in enumerate(out["source"].tolist()):
-            if s is not None and s != source:
-                bad(i, "source", s, f"differs from --source {source!r}; keep the table's value as an "
-                    "extra with --rename source=orig_source, or import under that source")
-    out["source"] = np.full(n, source, dtype=object)
+                "is missing (every run needs its non-embedding parameters" + (
+                    "; give n_embd and n_layer to derive it)" if param_count != "given" else
+                    "; or give n_embd and n_layer and derive it with --param-count gpt2-12N2 or swiglu)"))
+    if "source" in out and source_is_default:  # no --source: each row keeps the table's own
+        srcs = out["source"].tolist()
+        for i, s in enumerate(srcs):
+            if s is None or not s.strip():
+                srcs[i] = source
+                continue
+            srcs[i] = s = s.strip()
+            if s == TRAINED_SOURCE and not export:
+                bad(i, "source", s, f"is reserved for runs cp-plan trains (kept only from a `cp-plan runs export` "
+                    "file); name the import with --source")
+            elif not _SOURCE_RE.match(s):
+                bad(i, "source", s, "is not a usable source name (letters, digits, '.', '_' or '-', at most 64 "
+                    "characters); name the import with --source, or --rename source=orig_source")
+        out["source"] = np.array(srcs, dtype=object)
+    else:
+        if "source" in out:
+            for i, s in enumerate(out["source"].tolist()):
+                if s is not None and s != source:
+                    bad(i, "source", s, f"differs from --source {source!r}; keep the table's value as an "
+                        "extra with --rename source=orig_source, or import under that source (leave out "
+                        "--source to keep each row's own)")
+        out["source"] = np.full(n, source, dtype=object)
 
     # counts: derive the missing one of tokens / FLOPs, and hold it to the same bounds
     nparams = out["n_params"]
@@ -689,7 +872,7 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
     for i in range(n):
         r = ids[i]
         if gen[i]:
-            r = f"{source}-{i}"
+            r = f"{out['source'][i]}-{i}"
         elif r is not None:
             r = r.strip()
             if not r or len(r) > 200 or any(ord(ch) < 32 for ch in r):
@@ -734,9 +917,107 @@ def prepare_import(df, source: str, now: str | None = None) -> ImportPlan:
     for c in conv.tolist():
         if c:
             conventions[c] = conventions.get(c, 0) + 1
+    sources: dict[str, int] = {}
+    for s in out["source"].tolist():
+        sources[s] = sources.get(s, 0) + 1
     return ImportPlan(source=source, columns=out, n_rows=n, derived_n_tokens=n_tok, derived_flops=n_flops,
                       generated_run_ids=n_gen, extra_columns=extras, ignored_columns=tuple(ignored),
-                      flop_conventions=tuple(sorted(conventions.items())))
+                      flop_conventions=tuple(sorted(conventions.items())), sources=tuple(sorted(sources.items())),
+                      param_count=param_count, derived_n_params=n_derived_p, subtracted_embeddings=n_subtracted,
+                      kept_internal_columns=tuple(kept_internal), warnings=tuple(count_warnings))
+
+
+def _as_float(a, n: int) -> np.ndarray:
+    """A validated column (float64, or object of int/None) as float64 with NaN; all-NaN if absent."""
+    if a is None:
+        return np.full(n, np.nan)
+    if a.dtype.kind == "f":
+        return a
+    return np.array([np.nan if v is None else float(v) for v in a.tolist()], dtype=float)
+
+
+def embedding_formula(untied: bool, learned_positions: bool) -> str:
+    return ("2·VOCAB·n_embd" if untied else "VOCAB·n_embd") + (" + seq_len·n_embd" if learned_positions else "")
+
+
+def _count_params(out: dict, n: int, bad, bad_cells, raw_of, param_count: str, vocab: int | None,
+                  untied: bool, learned_positions: bool) -> tuple[np.ndarray, int, int, list[str]]:
+    """n_params after --subtract-embeddings and --param-count (see :func:`prepare_import`):
+    (values, rows derived, rows with embeddings subtracted, warnings)."""
+    nparams = _as_float(out.get("n_params"), n).copy()
+    width, depth = _as_float(out.get("n_embd"), n), _as_float(out.get("n_layer"), n)
+    given = ~np.isnan(nparams)
+    n_subtracted = 0
+    if vocab is not None:
+        ctx = _as_float(out.get("seq_len"), n)
+        emb = embedding_params(vocab, width, ctx, untied=untied, learned_positions=learned_positions)
+        formula = embedding_formula(untied, learned_positions)
+        for i in np.nonzero(given & np.isnan(emb))[0]:
+            col = "n_embd" if np.isnan(width[i]) else "seq_len"
+            if (int(i), col) not in bad_cells:
+                bad(int(i), col, raw_of(col, int(i)), f"is missing; --subtract-embeddings takes {formula} off "
+                    "n_params, which needs it")
+        with np.errstate(invalid="ignore"):
+            net = nparams - emb
+        usable = given & ~np.isnan(emb)
+        for i in np.nonzero(usable & ~(net > 0))[0]:
+            bad(int(i), "n_params", raw_of("n_params", int(i)), f"minus {emb[i]:.6g} embedding parameters "
+                f"({formula}, VOCAB {vocab}) is not positive: were the counts already non-embedding? "
+                "leave out --subtract-embeddings, or check VOCAB")
+        done = usable & (net > 0)
+        nparams = np.where(done, net, nparams)
+        n_subtracted = int(done.sum())
+    known = ~np.isnan(width) & ~np.isnan(depth)
+    ref_name = "gpt2-12N2" if param_count == "given" else param_count
+    ref = np.full(n, np.nan)
+    ref[known] = count_params(ref_name, width[known], depth[known])
+    derived = np.zeros(n, dtype=bool)
+    if param_count != "given":
+        derived = np.isnan(nparams) & known & np.array([(i, "n_params") not in bad_cells for i in range(n)])
+        nparams = np.where(derived, ref, nparams)
+        for i in np.nonzero(derived & ~(nparams <= MAX_COUNT))[0]:
+            bad(int(i), "n_params", float(nparams[i]), f"(derived by --param-count {param_count}) is larger than "
+                f"{MAX_COUNT:g}; check n_embd and n_layer")
+
+    warnings = []
+    ok = given & known & ~np.isnan(nparams) & np.array([(i, "n_params") not in bad_cells for i in range(n)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = nparams / ref
+    high_limit = EMBEDDING_WARN_RATIO if param_count == "given" else 1 + COUNT_TOLERANCE
+    high = np.nonzero(ok & (ratio > high_limit))[0]
+    if high.size:
+        i = int(high[0])
+        excess = (nparams[i] - ref[i]) / width[i]
+        example = (f"e.g. row {i + 1}: {nparams[i]:.6g} against {ref[i]:.6g} for n_embd {width[i]:g}, n_layer "
+                   f"{depth[i]:g}, an excess of {excess:.0f}·n_embd")
+        if vocab is not None:
+            warnings.append(
+                f"{high.size} of {n} row(s) still have n_params above {high_limit:g}x the {ref_name} count for "
+                f"their shape after subtracting {embedding_formula(untied, learned_positions)} ({example}): "
+                "check VOCAB, --untied-embeddings and --learned-positions, or --param-count")
+        else:
+            how = {"gpt2-12N2": "GPT-2 ties the output layer and learns positions: add --learned-positions "
+                                "(needs seq_len)",
+                   "swiglu": "LLaMA unties the output layer: add --untied-embeddings"}.get(
+                ref_name if param_count != "given" else "",
+                "add --untied-embeddings for a separate output layer and --learned-positions for learned "
+                "position embeddings; if the blocks are SwiGLU (about 1.3x a GELU block at small widths), "
+                "--param-count swiglu")
+            warnings.append(
+                f"{high.size} of {n} row(s) have n_params above {high_limit:g}x the {ref_name} count for their "
+                f"shape ({example}, about the size of a vocabulary): the counts look embedding-inclusive, but "
+                "cp-plan's laws take non-embedding parameters; they were imported as given. Import again with "
+                f"--subtract-embeddings VOCAB ({how})")
+    if param_count != "given":
+        low = np.nonzero(ok & (ratio < 1 - COUNT_TOLERANCE))[0]
+        if low.size:
+            i = int(low[0])
+            warnings.append(
+                f"{low.size} of {n} row(s) have n_params below {1 - COUNT_TOLERANCE:g}x the {param_count} count "
+                f"for their shape (e.g. row {i + 1}: {nparams[i]:.6g} against {ref[i]:.6g} for n_embd "
+                f"{width[i]:g}, n_layer {depth[i]:g}): the source counts another way (another --param-count? "
+                "grouped KV heads? no biases?); they were imported as given")
+    return nparams, int(derived.sum()), n_subtracted, warnings
 
 
 def records_for_json(df, columns: Iterable[str] | None = None) -> list[dict]:
