@@ -282,8 +282,14 @@ def test_where_on_stored_columns_is_in_the_query(monkeypatch, grid):
     import planner.db as dbmod
 
     seen = []
-    real = dbmod._runs_frame
-    monkeypatch.setattr(dbmod, "_runs_frame", lambda rows: seen.append(len(rows)) or real(rows))
+    real = dbmod._read_runs_frame
+
+    def spy(result, **kw):
+        df = real(result, **kw)
+        seen.append(len(df))
+        return df
+
+    monkeypatch.setattr(dbmod, "_read_runs_frame", spy)
     df = RunDB(grid).runs(where=[("n_params", ">=", "2e6"), ("n_layer", "!=", "16")], limit=1)
     assert df["run_id"].tolist() == ["r3"] and seen == [1]  # SQL filtered and limited: one row read
 
@@ -357,3 +363,46 @@ def test_imported_runs_without_base_or_lr_serve_every_law_and_the_plan(capsys, m
     warnings = " | ".join(plan["warnings"])
     assert "record no lr" in plan["assumptions"]["hparams"] and "proxy base" not in warnings
     assert "record no lr;" in warnings
+
+
+# ------------------------------------------------------------------ 6. runs() in chunks
+
+
+def test_runs_frame_is_the_same_in_any_chunking(monkeypatch, dbpath, tmp_path):
+    import planner.db as dbmod
+
+    rdb, rid = _db_with_imported_and_trained(dbpath)  # extras on 245 rows, none on the trained one
+    rdb.import_frame(pd.DataFrame({"n_params": [1e6, 2e6], "n_tokens": [2e7, 4e7], "loss": [3.0, 2.9],
+                                   "n_layer": [None, 4], "note": ["late", None]}), "late")
+    whole = rdb.runs(statuses=None)
+    assert list(whole.columns[:len(RUN_COLUMNS)]) == list(RUN_COLUMNS)
+    assert list(whole.columns[len(RUN_COLUMNS):]) == ["color", "hex_color", "x", "y", "note"]  # first seen (stored sorted)
+    assert whole["n_params"].dtype == "float64" and whole["n_layer"].dtype == "float64"  # some lack n_layer
+    assert whole["run_id"].iloc[-1] == "late-1" and whole["parameterization"].isna().sum() == 247
+    for chunk in (1, 2, 7, 246):
+        monkeypatch.setattr(dbmod, "READ_CHUNK_ROWS", chunk)
+        pd.testing.assert_frame_equal(rdb.runs(statuses=None), whole)
+        last = rdb.runs(statuses=None, limit=3)  # the descending LIMIT query, turned around
+        pd.testing.assert_frame_equal(last, whole.tail(3).reset_index(drop=True)[list(last.columns)])
+    trained = rdb.runs(where=[("source", "=", "trained")])
+    assert trained["n_embd"].dtype == "int64" and list(trained.columns) == list(RUN_COLUMNS)  # no extras here
+    empty = rdb.runs(where=[("loss", ">", "50")])
+    assert len(empty) == 0 and list(empty.columns) == list(RUN_COLUMNS) and empty["n_params"].dtype == "float64"
+
+
+def test_runs_frame_memory_is_a_few_times_the_frame(tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    rdb = RunDB(tmp_path / "big.sqlite")
+    rdb.import_frame(pd.DataFrame({"n_params": rng.uniform(1e6, 1e9, n), "n_tokens": rng.uniform(1e8, 1e10, n),
+                                   "loss": rng.uniform(2, 4, n)}), "big")
+    tracemalloc.start()
+    try:
+        df = rdb.runs()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # a dict per row (the old reader) peaked near 9x the frame; column arrays stay near 2x
+    assert len(df) == n and peak < 4 * df.memory_usage(deep=True).sum()
