@@ -792,7 +792,8 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
         status = np.array([s or "done" for s in status.tolist()], dtype=object)
         for i in np.nonzero(~np.isin(status, FINISHED_STATUSES))[0]:
             bad(int(i), "status", status[i], f"is not one of {', '.join(FINISHED_STATUSES)} "
-                "(only finished runs can be imported)")
+                "(only finished runs can be imported" + ("; export them with --status done --status diverged "
+                                                          "--status failed" if export else "") + ")")
     out["status"] = status
     is_done = status == "done"
     for c in ("loss", "train_loss"):

@@ -229,6 +229,15 @@ def test_export_all_columns_round_trips_and_never_skips_training(capsys, monkeyp
     assert c.loc[rid, "orig_config_hash"] == "cafe0123" and c.loc[rid, "source"] == "trained"
 
 
+def test_export_with_unfinished_runs_says_how_to_export_finished_ones(capsys, monkeypatch, dbpath, tmp_path):
+    rdb, _ = _db_with_imported_and_trained(dbpath)
+    rdb.start_run({"n_embd": 64, "n_layer": 8}, "beef", n_params=4e5)  # still running
+    out = tmp_path / "all.csv"
+    assert run(capsys, monkeypatch, "runs", "export", "--out", out, "--db", dbpath)[0] == 0
+    code, _, err = run(capsys, monkeypatch, "runs", "import", out, "--db", tmp_path / "copy.sqlite")
+    _one_line_error(code, err, "value 'running' is not one of done", "--status done --status diverged")
+
+
 def test_source_defaults_to_the_file_stem(capsys, monkeypatch, dbpath, tmp_path):
     table = tmp_path / "Epoch data (2024).csv"
     GPT2.to_csv(table, index=False)
