@@ -921,7 +921,7 @@ def recommend(
     flops: Annotated[Optional[float], typer.Option("--flops", help="Training FLOP budget instead of --params (convention 6P+6NV+12LNT per token).")] = None,
     hardware: Annotated[str, typer.Option("--hardware", help="flat, weight-streaming, gpu, latency, memory, or a .toml/.json profile file (fields: planner/hardware.py).")] = "flat",
     parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape: completep, mup, sp, ...")] = "completep",
-    band_criterion: Annotated[str, typer.Option("--band-criterion", metavar="compute|loss", help="Band criterion: compute (default: at most --max-overhead more training compute to reach the best shape's loss; scale-free) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")] = "compute",
+    band_criterion: Annotated[str, typer.Option("--band-criterion", metavar="compute|deficit|loss", help="Band criterion: compute (default: reaching the best shape's loss costs at most --max-overhead more training compute than the cheapest shape; scale-free), deficit (only the compute to make up the loss deficit, FLOPs per token not compared) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")] = "compute",
     max_overhead: Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")] = 0.2,
     tolerance: Annotated[float, typer.Option(help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
     confidence: Annotated[float, typer.Option(help="The pick must be in the band for at least this share of the laws' samples.")] = 0.9,
@@ -1015,13 +1015,14 @@ def predict(
     law = lawset.laws[key]
     inputs = dict(n_params=np.array([params]), n_tokens=np.array([n_tokens]), ratio=np.array([n_embd / n_layer]))
     mean, low, high = (float(v[0]) for v in law.predict(**inputs))
-    run = law.predict_run(**inputs) if hasattr(law, "predict_run") else (np.array([mean]), np.array([low]), np.array([high]))
+    run = law.predict_run(**inputs) if hasattr(law, "predict_run") else None
     ctx = lawset.context.get(key) or {}
     largest_p, largest_d = ctx.get("max_n_params"), ctx.get("max_n_tokens")
     out = {
         "parameterization": key, "n_embd": n_embd, "n_layer": n_layer, "ratio": n_embd / n_layer,
         "n_params": params, "n_tokens": n_tokens, "loss": mean, "interval": [low, high],
-        "run_interval": [float(run[1][0]), float(run[2][0])], "level": getattr(law, "level", 0.95),
+        "run_interval": [float(run[1][0]), float(run[2][0])] if run is not None else None,
+        "level": getattr(law, "level", 0.95),
         "unit": loss_unit(ctx) if ctx else "unknown (the laws carry no run context)",
         "extrapolation": {"n_params": params / largest_p if largest_p else None,
                           "n_tokens": n_tokens / largest_d if largest_d else None},
@@ -1034,8 +1035,9 @@ def predict(
     x = out["extrapolation"]
     typer.echo(f"{key} N={n_embd} L={n_layer} (N:L {n_embd / n_layer:.3g}), {params:.4g} params, {n_tokens:.4g} tokens: "
                f"loss {mean:.4f} {out['unit']}")
-    typer.echo(f"  {out['level']:.0%} interval [{low:.4f}, {high:.4f}]; one run [{out['run_interval'][0]:.4f}, "
-               f"{out['run_interval'][1]:.4f}]")
+    ri = out["run_interval"]
+    typer.echo(f"  {out['level']:.0%} interval [{low:.4f}, {high:.4f}]; "
+               + (f"one run [{ri[0]:.4f}, {ri[1]:.4f}]" if ri else "no seed-noise estimate (a laws file without one)"))
     if x["n_params"]:
         typer.echo(f"  {x['n_params']:.3g}x the params and {(x['n_tokens'] or float('nan')):.3g}x the tokens of the "
                    "largest run behind the law")
@@ -1114,8 +1116,9 @@ def _print_next(p: dict) -> None:
 def _edge_text(b: dict, side: str) -> str:
     e = b["edges"][side]
     lo, hi = e["interval"]
-    mark = "" if e["identified"] else ("≤" if side == "low" else "≥")
-    return f"{mark}{e['ratio']:.3g} [{lo:.3g}, {hi:.3g}]"
+    at_limit = b.get("reaches_low_edge" if side == "low" else "reaches_high_edge")
+    mark = ("≤" if side == "low" else "≥") if at_limit else ""
+    return f"{mark}{e['ratio']:.3g} [{lo:.3g}, {hi:.3g}]" + ("" if e["identified"] else " *")
 
 
 def _print_plan(p: dict) -> None:
@@ -1133,9 +1136,10 @@ def _print_plan(p: dict) -> None:
     head.add_row("non-embedding params", f"{p['n_params']:,}")
     head.add_row("tokens", f"{p['n_tokens']:,} ({p['target']['tokens_per_param']:g} per param)")
     head.add_row("training FLOPs", f"{p['flops']:.4g} ({p['flop_convention']})")
-    run = p.get("predicted_run_loss_interval") or [lo, hi]
+    run = p.get("predicted_run_loss_interval")
     head.add_row("predicted loss", f"{p['predicted_loss']:.4f} {p.get('loss_unit', '')}; law interval "
-                                   f"[{lo:.4f}, {hi:.4f}], one run [{run[0]:.4f}, {run[1]:.4f}]")
+                                   f"[{lo:.4f}, {hi:.4f}], "
+                                   + (f"one run [{run[0]:.4f}, {run[1]:.4f}]" if run else "no seed-noise estimate"))
     hw = p["hardware"]
     cost = [f"per-layer weights {hw['layer_bytes'] / 1e6:.4g} MB"]
     if "step_time_s" in hw:
@@ -1152,7 +1156,8 @@ def _print_plan(p: dict) -> None:
 
     crit = p.get("criterion") or {}
     band = Table(title=f"Compute-efficient band: {crit.get('description', '')}",
-                 caption="edges: point [95% interval]; ≤/≥ marks an edge on the trained range (not identified)")
+                 caption="edges: point [95% interval]; ≤/≥: the band reaches the trained range's edge; "
+                         "*: not identified (the edge or part of its interval lies on the trained limit)")
     for col in ("parameterization", "deep edge N:L", "wide edge N:L", "best N:L", "trained N:L", "runs"):
         band.add_column(col)
     for name, b in p["band"].items():
@@ -1168,10 +1173,11 @@ def _print_plan(p: dict) -> None:
         for col in ("versus", "saved", "95% interval", "significant?", "saved in 6ND FLOPs", "params the other needs"):
             sv.add_column(col)
         for name, s in p["savings"].items():
-            interval = (f"[{s['low']:.1%}, {s['high']:.1%}]"
-                        if s["low"] is not None and math.isfinite(s["low"]) else "—")
+            has = s["low"] is not None and math.isfinite(s["low"])
+            interval = (f"[{s['low']:.1%}, {s['high']:.1%}" + (" (bound)" if s["high"] >= 0.9995 else "") + "]"
+                        if has else "—")
             sv.add_row(name, f"{s['fraction']:.1%}" + ("" if s["reachable"] else " (bound)"), interval,
-                       "yes" if s.get("significant") else "no: the interval crosses 0",
+                       "yes" if s.get("significant") else ("no: the interval crosses 0" if has else "no interval"),
                        f"{s['fraction_6nd']:.1%}", f"{s['n_params_other']:.4g}")
         console.print(sv)
 
@@ -1196,7 +1202,7 @@ def _print_plan(p: dict) -> None:
             alt.add_column(col)
         for r in p["alternatives"]:
             alt.add_row(str(r["n_embd"]), str(r["n_layer"]), f"{r['ratio']:.3g}", f"{r['n_params']:.4g}",
-                        f"{r['loss_vs_best']:+.2%}", r["reason"])
+                        f"{r['loss_vs_best']:+.2%}" if r.get("loss_vs_best") is not None else "—", r["reason"])
         console.print(alt)
 
     console.print("[bold]Assumptions[/bold]")
@@ -1241,7 +1247,7 @@ def report(
     params: Annotated[Optional[float], typer.Option("--params", help="Include the plan for this many non-embedding parameters (with --hardware).")] = None,
     hardware: Annotated[Optional[str], typer.Option("--hardware", help="Hardware profile of the plan: flat, weight-streaming, gpu, latency, memory or a .toml/.json file.")] = None,
     parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape.")] = "completep",
-    band_criterion: Annotated[str, typer.Option("--band-criterion", metavar="compute|loss", help="Band criterion: compute (default: at most --max-overhead more training compute to reach the best shape's loss; scale-free) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")] = "compute",
+    band_criterion: Annotated[str, typer.Option("--band-criterion", metavar="compute|deficit|loss", help="Band criterion: compute (default: reaching the best shape's loss costs at most --max-overhead more training compute than the cheapest shape; scale-free), deficit (only the compute to make up the loss deficit, FLOPs per token not compared) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")] = "compute",
     max_overhead: Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")] = 0.2,
     tolerance: Annotated[float, typer.Option(help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
     confidence: Annotated[float, typer.Option(help="The pick must be in the band for at least this share of the laws' samples.")] = 0.9,

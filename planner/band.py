@@ -1,11 +1,17 @@
 """The compute-efficient band: which N:L a P-parameter model can have without wasting compute.
 
-**Default criterion, ``compute``** (scale-free): a shape r is in the band when reaching the best
-shape's loss costs it at most X more compute. For each law sample s, with ℓ*_s the best loss over
-N:L at (P, tpp·P) and r*_s its N:L, solve L_s(P', tpp·P', r) = ℓ*_s for P' along r's family, and
+**Default criterion, ``compute``** (scale-free): a shape is in the band when reaching the best
+shape's loss costs it at most X more training compute than the cheapest way to reach it. For each
+law sample s, with ℓ*_s the best loss over N:L at (P, tpp·P), solve L_s(P', tpp·P', r) = ℓ*_s for
+P' along r's family (fixed tokens per parameter), and
 
-    overhead_s(r) = C(P', r) / C(P, r*_s) − 1,     C = training FLOPs (planner.shapes.FLOP_CONVENTION)
+    overhead_s(r) = C(P'_s(r), r) / min_r' C(P'_s(r'), r') − 1,   C = training FLOPs (FLOP_CONVENTION)
 
+FLOPs count attention (12LNT) and the unembedding (6NV) at the planned context and vocabulary:
+at long context a deep-narrow shape really costs more per token (the attention share of a shape's
+FLOPs is about T/(6N)), so the band moves with ``--seq-len`` on purpose, and that share shrinks as
+models widen. ``deficit`` charges only the loss deficit, (P'_s(r)/P)² − 1 in 6ND compute (per-token
+differences left to the hardware objective); ``loss`` is the paper's total-loss tolerance.
 The band holds the N:L whose overhead is ≤ X for at least half the samples (median overhead ≤ X),
 and each edge carries the percentile interval of the per-sample edges. Under a law whose shape
 penalty scales the reducible loss, the overhead does not depend on how much of the loss is
@@ -31,7 +37,7 @@ import numpy as np
 from planner.errors import CpPlanError
 from planner.savings import _crossing, family_flops
 
-CRITERIA = ("compute", "loss")
+CRITERIA = ("compute", "deficit", "loss")
 CEREBRAS_GPT_LAW = {"c0": 5.984e22, "exponent": 0.0737, "E": 0.5066}  # Dey et al. 2023, eq. 1 (Pile xent)
 PAPER_SCALE = {"n_params": 1.5e9, "tokens_per_param": 20.0, "ratio": 62.0, "vocab_size": 50257, "seq_len": 2048}
 PAPER_LOSS_TOLERANCE = 0.01
@@ -67,19 +73,23 @@ class Criterion:
         if self.kind not in CRITERIA:
             raise CpPlanError(f"--band-criterion {self.kind!r} is unknown; use one of {', '.join(CRITERIA)}")
         if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and 0 <= self.threshold < 10):
-            flag = "--max-overhead" if self.kind == "compute" else "--tolerance"
+            flag = "--tolerance" if self.kind == "loss" else "--max-overhead"
             raise CpPlanError(f"{flag} {self.threshold!r} must be a fraction in [0, 10), e.g. "
-                              f"{'0.2 for 20% more compute' if self.kind == 'compute' else '0.01 for 1%'}")
+                              f"{'0.01 for 1%' if self.kind == 'loss' else '0.2 for 20% more compute'}")
 
     def describe(self) -> str:
+        why = " (the paper's 1%-of-loss band at 1.5B, made scale-free)" if self.threshold == DEFAULT_OVERHEAD else ""
         if self.kind == "compute":
             return (f"reaching the best shape's loss costs at most {self.threshold:.0%} more training compute "
-                    f"(the paper's 1%-of-loss band at 1.5B, made scale-free)")
+                    f"(attention and unembedding FLOPs included) than the cheapest shape{why}")
+        if self.kind == "deficit":
+            return (f"making up its loss deficit costs a shape at most {self.threshold:.0%} more training compute "
+                    f"than it spends (FLOPs per token not compared){why}")
         return f"predicted loss within {self.threshold:.2%} of the best shape's (total-loss criterion)"
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "threshold": self.threshold, "description": self.describe(),
-                "unit": "fraction of compute" if self.kind == "compute" else "fraction of loss"}
+                "unit": "fraction of loss" if self.kind == "loss" else "fraction of compute"}
 
 
 def ratio_grid(lo: float, hi: float, n: int = RATIO_GRID) -> np.ndarray:
@@ -96,8 +106,7 @@ def excess_samples(law, n_params: float, tokens_per_param: float, ratios: np.nda
     loss = np.asarray(law.predict_samples(n_params=np.full(n, p), n_tokens=np.full(n, tokens_per_param * p),
                                           ratio=ratios), float)
     loss = np.where(np.isfinite(loss), loss, np.inf)
-    best_i = np.argmin(loss, axis=1)
-    best = loss[np.arange(loss.shape[0]), best_i]
+    best = loss.min(axis=1)
     if criterion.kind == "loss":
         return loss / best[:, None] - 1.0, loss
     mult = np.logspace(0.0, math.log10(P_SPAN), P_GRID)
@@ -111,11 +120,16 @@ def excess_samples(law, n_params: float, tokens_per_param: float, ratios: np.nda
     targets = np.repeat(best, n)
     log_p, reached, _ = _crossing(np.log(p * mult), rows, targets)
     p_needed = np.where(reached, np.exp(log_p), np.inf).reshape(s, n)
-    c_best = family_flops(p, ratios[best_i], tokens_per_param, vocab_size, seq_len)  # (S,)
+    rr_s = ratios[None, :] * np.ones((s, 1))
     with np.errstate(all="ignore"):
-        c_need = family_flops(np.where(np.isfinite(p_needed), p_needed, p), ratios[None, :] * np.ones((s, 1)),
-                              tokens_per_param, vocab_size, seq_len)
-        over = np.where(np.isfinite(p_needed), c_need / c_best[:, None] - 1.0, np.inf)
+        c_need = family_flops(np.where(np.isfinite(p_needed), p_needed, p), rr_s, tokens_per_param, vocab_size,
+                              seq_len)
+        c_need = np.where(np.isfinite(p_needed), c_need, np.inf)
+        if criterion.kind == "deficit":  # the shape's own family, 6ND: (P'/P)² at fixed tokens/param
+            over = np.where(np.isfinite(p_needed), np.maximum((p_needed / p) ** 2 - 1.0, 0.0), np.inf)
+        else:  # total compute against the shape that reaches ℓ* with the least of it
+            c_ref = np.min(c_need, axis=1, keepdims=True)
+            over = np.maximum(c_need / c_ref - 1.0, 0.0)
     return over, loss
 
 
@@ -149,20 +163,27 @@ def compute_band(law, n_params: float, tokens_per_param: float, criterion: Crite
     tail = (1 - level) / 2 * 100
     per = np.array([_edges(row <= criterion.threshold, ratios) for row in excess])
     best_r = ratios[np.argmin(loss, axis=1)]
-    at_lo = len(ratios) > 1 and bool(inside[0])
-    at_hi = len(ratios) > 1 and bool(inside[-1])
+    single = len(ratios) == 1  # trained (or feasible) at one N:L: no edge can be located
+    at_lo = single or bool(inside[0])
+    at_hi = single or bool(inside[-1])
 
     def edge(value, samples, at_limit, side):
         limit = searched[0] if side == "low" else searched[1]
         trained_edge = trained is not None and abs(math.log(limit / (trained[0] if side == "low" else trained[1]))) < 1e-6
-        note = None
-        if at_limit:
-            note = (f"edge not identified (trained N:L {trained[0]:.3g}-{trained[1]:.3g})" if trained_edge else
-                    f"reaches the {'deepest' if side == 'low' else 'shallowest'} feasible shape (N:L {limit:.3g})")
         good = samples[np.isfinite(samples)]
         interval = [float(v) for v in np.percentile(good, [tail, 100 - tail])] if good.size else [float("nan")] * 2
-        return {"ratio": value, "interval": interval, "identified": not at_limit, "note": note,
-                "share_at_limit": float(np.mean(np.isclose(good, limit, rtol=1e-6))) if good.size else float("nan")}
+        share = float(np.mean(np.isclose(good, limit, rtol=1e-6))) if good.size else float("nan")
+        where = (f"trained N:L {trained[0]:.3g}-{trained[1]:.3g}" if trained_edge else
+                 f"the {'deepest' if side == 'low' else 'shallowest'} feasible shape, N:L {limit:.3g}")
+        note = None
+        if single:
+            note = f"edge not identified (one N:L searched: {limit:.3g})"
+        elif at_limit:
+            note = f"edge not identified ({where})"
+        elif share >= (1 - level) / 2:  # the point edge is inside, but its interval runs into the limit
+            note = f"edge not identified: {share:.0%} of the laws' samples put it at the limit ({where})"
+        return {"ratio": value, "interval": interval, "identified": note is None, "note": note,
+                "share_at_limit": share}
 
     low = edge(lo, per[:, 0], at_lo, "low")
     high = edge(hi, per[:, 1], at_hi, "high")

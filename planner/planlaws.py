@@ -146,7 +146,7 @@ class ReferenceLaw(PlanLaw):
 
     @staticmethod
     def _form_rows(fr: FitResult, k: int) -> np.ndarray:
-        if fr.samples is not None and len(fr.samples):
+        if fr.samples is not None and np.all(np.isfinite(fr.samples), axis=1).any():
             rows = fr.samples[np.all(np.isfinite(fr.samples), axis=1)]
             if len(rows) >= k:
                 return rows[:k]
@@ -188,7 +188,8 @@ class GapLaw(PlanLaw):
             "gap": {k: v for k, v in gap.items() if k not in ("samples", "sample_forms")},
             "reference": reference.name, "base": [self.base_n_embd, self.base_n_layer], **(meta or {})}
         self.n = int(gap["n"])
-        held = [v["heldout_error"] for v in gap["forms"].values() if v["weight"] > 0 and v["heldout_error"] == v["heldout_error"]]
+        held = [v["heldout_error"] for v in gap["forms"].values() if v["weight"] > 0
+                and isinstance(v["heldout_error"], (int, float)) and math.isfinite(v["heldout_error"])]
         self.heldout_error = float(min(held)) if held else float("nan")
         self.warnings = tuple(gap.get("warnings") or ())
         self.values = {f"{k}[{best}]": v for k, v in gap["forms"][best]["coefs"].items()}
@@ -249,8 +250,11 @@ def _pair_key(row, with_seed: bool):
             seed = json.loads(row["config_json"]).get("seed")
         except ValueError:
             seed = None
+    def plain(x):  # NaN (a missing value) must compare equal to itself in a key
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else int(x)
+
     return (int(row["n_embd"]), int(row["n_layer"]), round(math.log(float(row["n_tokens"])), 2),
-            row.get("seq_len"), row.get("vocab_size")) + ((seed,) if with_seed else ())
+            plain(row.get("seq_len")), plain(row.get("vocab_size"))) + ((seed,) if with_seed else ())
 
 
 def _paired_reference(sub, ref_df) -> np.ndarray:
@@ -278,7 +282,7 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
     say = progress or (lambda m: None)
     keys = np.asarray(keys, dtype=object)
     counts = {k: int(np.sum(keys == k)) for k in sorted(set(keys.tolist()))}
-    order = [k for k in REFERENCE_ORDER if k in counts] + sorted(counts, key=lambda k: -counts[k])
+    order = list(dict.fromkeys([k for k in REFERENCE_ORDER if k in counts] + sorted(counts, key=lambda k: -counts[k])))
     reference, ref_forms, skipped, failures = None, {}, {}, {}
     for cand in order:
         sub = df[keys == cand].reset_index(drop=True).assign(_law=cand)
@@ -364,9 +368,15 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
         g["base"] = list(base)
         g["base_note"] = base_note
         warn = []
+        if g["n_below_e"]:
+            warn.append(f"{g['n_below_e']} of the {key} runs lie below the reference's irreducible loss E and were "
+                        "left out of its gap: the gap rests on the others")
+        if g["n_collapsed_samples"] > 0.05 * len(g["samples"]):
+            warn.append(f"{g['n_collapsed_samples']} of {len(g['samples'])} {key} gap samples had too few runs above "
+                        "their E and repeat the point fit: the interval is too narrow")
         if g["n_sizes"] < 2:
             warn.append(f"the {key} gap is measured at one size only: its growth with depth is taken from that "
-                        "size's shapes, untested across scale")
+                        f"size's shapes, untested across scale; train {key} at a second size")
         if base_note != "the runs' base shape":
             warn.append(base_note)
         g["warnings"] = warn

@@ -63,7 +63,7 @@ class Target:
     flops: float | None = None  # training FLOPs under FLOP_CONVENTION
     tokens_per_param: float = DEFAULT_TPP
     parameterization: str = "completep"
-    band_criterion: str = "compute"  # compute (scale-free, default) | loss
+    band_criterion: str = "compute"  # compute (scale-free, default) | deficit | loss
     max_overhead: float = DEFAULT_OVERHEAD  # compute criterion: fraction of extra compute
     tolerance: float = DEFAULT_TOLERANCE  # loss criterion: relative loss tolerance
     confidence: float = DEFAULT_CONFIDENCE
@@ -109,7 +109,7 @@ class Target:
         _parse_key(self.parameterization)  # unknown names fail here
 
     def criterion(self) -> Criterion:
-        threshold = self.max_overhead if self.band_criterion == "compute" else self.tolerance
+        threshold = self.tolerance if self.band_criterion == "loss" else self.max_overhead
         return Criterion(self.band_criterion, threshold)
 
 
@@ -141,7 +141,7 @@ class Plan:
     criterion: dict = field(default_factory=dict)
     extrapolation: dict = field(default_factory=dict)  # {"n_params": ×, "n_tokens": ×, ...}
     loss_unit: str = ""
-    predicted_run_loss_interval: list = field(default_factory=list)  # one run: adds seed noise
+    predicted_run_loss_interval: list | None = None  # one run: adds seed noise (None: laws carry none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -410,7 +410,7 @@ def pick(cands: list[Candidate], hw: HardwareProfile, target: Target, n_params: 
 
 def _excess_words(c: Candidate, target: Target) -> str:
     total = c.excess + target.criterion().threshold
-    if target.band_criterion == "compute":
+    if target.band_criterion != "loss":
         return f"needs {total:+.0%} compute to match the best shape" if math.isfinite(total) else \
             "cannot match the best shape within 4096x the compute"
     return f"loss {total:+.2%} over the best shape"
@@ -518,6 +518,10 @@ def assumptions_for(key: str, shape: Shape, n_tokens: int, target: Target, ctx: 
 def _warnings_for(key: str, target: Target, ctx: Mapping, laws: Mapping, hparams, d_head: int, extrap: dict,
                   band: dict) -> list[str]:
     out = []
+    if not ctx:
+        out.append("the laws carry no facts about their runs (a laws file?): the N:L search is not limited to "
+                   "trained shapes, the extrapolation and the loss unit are unknown; plan from the run database "
+                   "(--db) instead")
     if ctx.get("max_epochs") and ctx["max_epochs"] > 1:
         out.append(f"some runs behind the {key} law repeated data ({ctx['max_epochs']:.3g} epochs): their losses "
                    "are optimistic; train larger runs on more data")
@@ -537,7 +541,17 @@ def _warnings_for(key: str, target: Target, ctx: Mapping, laws: Mapping, hparams
                 out.append(f"{name} band's {'deep' if side == 'low' else 'wide'} edge is not identified: "
                            f"{e['note']}; the pick stays inside the trained range; train shapes "
                            f"{'deeper' if side == 'low' else 'wider'} than N:L {e['ratio']:.3g} to locate it")
-    law_warnings = " ".join(getattr(laws.get(key), "warnings", None) or [])
+    for name, law in laws.items():  # what each gap law says of itself (one size, runs below E, ...)
+        if isinstance(getattr(law, "gap", None), dict):
+            out += [f"{name}: {w}" for w in getattr(law, "warnings", ())
+                    if "proxy base" not in w and "record no base" not in w]
+    ref = getattr(laws.get(key), "reference", None) or laws.get(key)
+    law_warnings = " ".join(getattr(ref, "warnings", None) or [])
+    vocabs = [v for v in (ctx.get("vocab_sizes") or []) if isinstance(v, (int, float))]
+    if vocabs and target.vocab_size not in vocabs:
+        out.append(f"the runs used a vocabulary of {', '.join(f'{v:g}' for v in vocabs)}, the plan {target.vocab_size}: "
+                   "the predicted loss is in the runs' units, not the planned tokenizer's; compare shapes and "
+                   "savings, not absolute losses (or pass --vocab-size to match the runs)")
     if "E ended on its bound" in law_warnings or "E is not identifiable" in law_warnings:
         out.append("the runs do not pin down the irreducible loss E (held at its bound): compare shapes and "
                    "parameterizations, not absolute losses; add a larger scale to identify E")
@@ -602,8 +616,8 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
         run = law.predict_run(n_params=np.array([shape.n_params]), n_tokens=np.array([n_tokens]),
                               ratio=np.array([shape.ratio]))
         run_interval = [float(run[1][0]), float(run[2][0])]
-    else:
-        run_interval = [float(low[0]), float(high[0])]
+    else:  # a laws file without seed noise (`cp-plan fit --out`): no interval for one run
+        run_interval = None
     savings, sav_warnings = savings_at(laws, key, shape, target)
     warnings += sav_warnings
     hparams, hp_note = _hparams(key, shape, ctx)

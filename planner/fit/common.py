@@ -439,8 +439,9 @@ def fit_spec(spec: Spec, *, bootstrap_n: int = 0, seed: int = 0, level: float = 
             draws = rng.multivariate_normal(theta, cov_theta, size=4000, method="eigh", check_valid="ignore")
             with np.errstate(all="ignore"):
                 mapped = spec.to_values(draws)
-            tail = (1 - level) / 2 * 100
-            plo, phi = np.nanpercentile(mapped, [tail, 100 - tail], axis=0)
+                mapped = np.where(np.isfinite(mapped), mapped, np.nan)
+                tail = (1 - level) / 2 * 100
+                plo, phi = np.nanpercentile(mapped, [tail, 100 - tail], axis=0)
             fixed_idx = [i for i in np.nonzero(neg)[0] if np.isfinite(plo[i]) and plo[i] > 0]
             for i in fixed_idx:
                 lo[i], hi[i] = plo[i], phi[i]

@@ -213,16 +213,21 @@ def fit_gap(obs: GapObservations, e_point: float, ref_point: np.ndarray, e_sampl
         raise CpPlanError("no gap form is identified by these runs (they need at least 2 distinct depths)")
     weights = form_weights(errors, n_out)
     s = int(e_samples.size)
-    slots = allocate(weights, s)
     rng = np.random.default_rng(seed)
+    # shuffled, so that which gap form meets which reference sample (itself ordered form by form)
+    # is random, not an artifact of list order
+    slots = [str(f) for f in rng.permutation(allocate(weights, s))]
     noise_point = gap_noise(GapObservations(u, v, obs.loss[ok], obs.ref_loss[ok], lev), e_point, ref_point[ok], sigma_loss)
     samples = np.zeros((s, len(COEFS)))
     samples[:, COEFS.index("gamma")] = 1.0
+    n_collapsed, n_dropped = 0, 0
     for b, f in enumerate(slots):
         yb = observed_gap(obs, float(e_samples[b]), ref_samples[b])[ok]
         good = np.isfinite(yb)
+        n_dropped += int((~good).sum())
         if good.sum() < 2:
             samples[b] = fitted[f][0]
+            n_collapsed += 1
             continue
         coef_b = fit_form(f, u[good], v[good], yb[good])
         if coef_b is None:
@@ -249,6 +254,8 @@ def fit_gap(obs: GapObservations, e_point: float, ref_point: np.ndarray, e_sampl
                                                       f"{WEIGHT_FLOOR:g}",
         "samples": samples.tolist(), "sample_forms": slots,
         "n": int(yk.size), "n_paired": int(np.isfinite(obs.ref_loss[ok]).sum()),
+        "n_below_e": int((~ok).sum()), "mean_dropped_per_sample": n_dropped / max(s, 1),
+        "n_collapsed_samples": n_collapsed,
         "n_sizes": int(np.unique(lev).size), "sigma_loss": float(sigma_loss),
         "u_range": [float(u.min()), float(u.max())], "v_range": [float(v.min()), float(v.max())],
     }
