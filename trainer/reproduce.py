@@ -413,7 +413,7 @@ def run_reproduction(scale: Scale, db, workers: int = 1, only: tuple[str, ...] |
                 for side, k in open_.items():
                     new = extension_shapes(ladder, shapes, side, k, step, p)
                     if not new:
-                        log(f"{sid}: no {side}er shape within ×{scale.shape_tolerance} of P; the best shape "
+                        log(f"{sid}: no {'deeper' if side == 'deep' else 'wider'} shape within ×{scale.shape_tolerance} of P; the best shape "
                             f"stays on the {side} edge")
                     added += new
                 if not added:
