@@ -392,8 +392,9 @@ def pick(cands: list[Candidate], hw: HardwareProfile, target: Target, n_params: 
         top = max(c.p_in for c in usable)
         need = target.confidence * top
         pool = [c for c in usable if c.excess <= 0 and c.p_in >= need - 1e-12]
-        rule = (f"in the band for at least {need:.0%} of the law's samples ({target.confidence:.0%} of the "
-                f"best-supported shape's {top:.0%})")
+        rule = f"in the band for ≥{need:.0%} of the laws' samples"
+        if top < 0.999:
+            rule += f" ({target.confidence:.0%} of the best-supported shape's {top:.0%})"
         if top < target.confidence:
             warnings.append(f"no shape is in the band for {target.confidence:.0%} of the law's samples (at most "
                             f"{top:.0%}): the laws are uncertain at this scale, so the pick stays near the "
