@@ -1177,7 +1177,8 @@ def _print_plan(p: dict) -> None:
             interval = (f"[{s['low']:.1%}, {s['high']:.1%}" + (" (bound)" if s["high"] >= 0.9995 else "") + "]"
                         if has else "—")
             sv.add_row(name, f"{s['fraction']:.1%}" + ("" if s["reachable"] else " (bound)"), interval,
-                       "yes" if s.get("significant") else ("no: the interval crosses 0" if has else "no interval"),
+                       "yes" if s.get("significant") else ("no: a bound" if not s["reachable"] else
+                                                           "no: the interval crosses 0" if has else "no interval"),
                        f"{s['fraction_6nd']:.1%}", f"{s['n_params_other']:.4g}")
         console.print(sv)
 

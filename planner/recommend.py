@@ -435,8 +435,10 @@ def savings_at(laws: Mapping[str, Any], key: str, shape: Shape, target: Target) 
             continue
         d = s.to_dict()
         finite = math.isfinite(s.low) and math.isfinite(s.high)
-        d["significant"] = bool(finite and (s.low > 0 or s.high < 0))
-        d["note"] = ("significant: the interval excludes 0" if d["significant"] else
+        d["significant"] = bool(s.reachable and finite and (s.low > 0 or s.high < 0))
+        d["note"] = ("a bound, not a measurement: the other law does not cross this loss within 1000x the "
+                     "parameters" if not s.reachable else
+                     "significant: the interval excludes 0" if d["significant"] else
                      "not significant: the interval crosses 0" if finite else "no interval (no law samples)")
         out[name] = d
         if not s.reachable:

@@ -360,3 +360,16 @@ def test_compute_band_counts_attention_flops_and_deficit_band_does_not():
     d_short = compute_band(law, 1e8, 20.0, Criterion("deficit"), (0.5, 2000.0), None, 50257, 256)
     d_long = compute_band(law, 1e8, 20.0, Criterion("deficit"), (0.5, 2000.0), None, 50257, 16384)
     assert d_long["ratio_min"] == pytest.approx(d_short["ratio_min"], rel=0.1)
+
+
+def test_a_saving_that_is_only_a_bound_is_never_significant():
+    from planner.recommend import savings_at
+    from planner.shapes import make_shape
+
+    fast = MultLaw(A=40.0)
+    slow = MultLaw(A=4000.0)  # needs far more than 1000x the parameters to match
+    out, warnings = savings_at({"completep": fast, "mup": slow}, "completep", make_shape(1024, 64, 64),
+                               Target(n_params=1e9))
+    s = out["mup"]
+    assert not s["reachable"] and not s["significant"] and "bound" in s["note"]
+    assert any("bound" in w for w in warnings)
