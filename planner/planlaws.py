@@ -295,10 +295,14 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
         if forms:
             reference, ref_forms, ref_df = cand, forms, sub
             break
-        skipped[cand] = "; ".join(v for k, v in failures.items() if k.startswith(cand + "/"))
+        skipped[cand] = "; ".join(dict.fromkeys(v for k, v in failures.items() if k.startswith(cand + "/")))
     if reference is None:
+        by_reason: dict[str, list[str]] = {}
+        for k, v in skipped.items():
+            by_reason.setdefault(v, []).append(k)
         raise CpPlanError("could not fit a shape law to any parameterization ("
-                          + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + "); a shape law needs runs at "
+                          + "; ".join(f"{', '.join(ks)}: {why}" for why, ks in by_reason.items())
+                          + "); a shape law needs runs at "
                           "several N:L at two or more sizes: add runs with `cp-plan sweep shape`")
     errors, n_out = {}, {}
     for f, r in ref_forms.items():
