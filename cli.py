@@ -274,6 +274,39 @@ def runs_show(
         console.print("  " + "  ".join(f"{k}={_fmt_cell(v)}" for k, v in point.items() if v is not None))
 
 
+@runs_app.command("retrain")
+def runs_retrain(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Re-open a finished run so that the next sweep holding its config trains it again from
+    step 0 (its final checkpoint is removed). Sweeps and workers never re-open a 'done' run."""
+    from planner.db import RunDB
+
+    rdb = RunDB(db, create=False)
+    before = rdb.reopen_run(run_id)
+    removed = None
+    if before.get("config") and before.get("source", "trained") == "trained":
+        from trainer.config import TrainConfig
+        from trainer.train import CHECKPOINT_NAME
+
+        try:
+            ckpt = TrainConfig.from_dict(before["config"]).checkpoint_path() / CHECKPOINT_NAME
+        except Exception:
+            ckpt = None
+        if ckpt is not None and ckpt.is_file():
+            ckpt.unlink()
+            removed = str(ckpt)
+    out = {"run_id": before["run_id"], "was": before["status"], "now": "pending", "checkpoint_removed": removed}
+    if json_out:
+        _emit_json(out)
+        return
+    print(f"run {before['run_id']}: {before['status']} -> pending"
+          + (f"; removed its checkpoint {removed}" if removed else "")
+          + "; rerun the sweep that holds its config (or `cp-plan sweep file`) to train it again")
+
+
 @runs_app.command("export")
 def runs_export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .csv, .jsonl or .parquet (overwritten).")],

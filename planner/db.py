@@ -549,9 +549,13 @@ class RunDB:
                 holder: str | None = None) -> None:
         values = dict(values, updated_at=_now(), rev=runs_table.c.rev + 1)
         with self._tx(write=True) as conn:
-            current = conn.execute(sa.select(runs_table.c.loss).where(runs_table.c.run_id == run_id)).first()
+            current = conn.execute(sa.select(runs_table.c.loss, runs_table.c.status)
+                                   .where(runs_table.c.run_id == run_id)).first()
             if current is None:
                 raise CpPlanError(f"{what}: no run {run_id!r} in {self.display}; `cp-plan runs list` shows the ids")
+            if current.status == "done" and values.get("status", "done") != "done":
+                raise CpPlanError(f"{what}: run {run_id!r} is 'done'; a finished run is never re-opened by a "
+                                  f"sweep or a worker (to train it again: cp-plan runs retrain {run_id})")
             self._check_holder(conn, run_id, holder, what)
             loss = values.get("loss", current.loss)
             if require_loss and (loss is None or not math.isfinite(loss)):
@@ -584,6 +588,26 @@ class RunDB:
             raise CpPlanError(f"update_run: status {values['status']!r} is not one of {', '.join(STATUSES)}")
         self._update(run_id, values, "update_run", require_loss=values.get("status") == "done",
                      holder=lease_holder)
+
+    def reopen_run(self, run_id: str) -> dict:
+        """The one way to re-open a 'done', 'diverged' or 'failed' run: mark it 'pending' (no
+        worker, no lease, no attempts) so that the next sweep holding its config trains it again.
+        A user's action (``cp-plan runs retrain``); no claim, lease expiry or heartbeat does this.
+        Returns the run as it was."""
+        self._need_revision("reopen_run")
+        before = self.get_run(run_id)
+        if before["status"] in ("running", "pending"):
+            raise CpPlanError(f"runs retrain: run {before['run_id']!r} is {before['status']!r} already; "
+                              "only a finished run ('done', 'diverged' or 'failed') can be re-opened")
+        c = runs_table.c
+        with self._tx(write=True) as conn:
+            res = conn.execute(sa.update(runs_table).where(c.run_id == before["run_id"], c.status == before["status"])
+                               .values(status="pending", worker=None, lease_expires_at=None, attempts=0,
+                                       reason=f"re-opened by the user (was {before['status']!r})",
+                                       updated_at=_now(), rev=c.rev + 1))
+            if res.rowcount != 1:
+                raise CpPlanError(f"runs retrain: run {before['run_id']!r} changed while re-opening it; retry")
+        return before
 
     def fail_stale_runs(self, config_hash: str, reason: str = "crashed") -> list[str]:
         """Mark this config's abandoned 'running' rows 'failed' and return their run_ids.

@@ -225,3 +225,89 @@ def test_slurm_launcher_without_submitit_or_slurm_is_a_clear_error(tmp_path, mon
             run_sweep(planned, db, "shape", "x", launcher="slurm", slurm=dict(folder=str(tmp_path), partition=None,
                                                                                time_min=10, gpus_per_node=1))
     assert db.count() == 0  # refused before anything was queued
+
+
+# ------------------------------------------------------------------ the parent killed
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, read from /proc."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            alive.append(int(entry.name))
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc")
+def test_killing_the_sweep_parent_stops_its_workers_and_never_undoes_a_done_run(tmp_path):
+    """Issue 16: SIGTERM or SIGKILL to the parent of a two-worker local sweep, at random moments,
+    several times: within a few seconds no worker is alive, no 'done' row has changed, and the
+    rerun finishes every config exactly once."""
+    import random
+
+    rng = random.Random(16)
+    dbpath, ckpt = tmp_path / "runs.sqlite", tmp_path / "ckpt"
+    cmd = _sweep_cmd(dbpath, ckpt, "--tpp", "2", "--workers", "2", "--launcher", "local")
+    kills = []
+    for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        try:
+            _wait_rows(dbpath, proc, lambda rows: any(r[1] == "running" and r[3] and not r[3].endswith(f":{proc.pid}")
+                                                      for r in rows), timeout=180)
+        except AssertionError:
+            proc.wait(timeout=60)  # everything finished before a worker was seen: nothing left to kill
+            break
+        time.sleep(rng.uniform(0.0, 2.0))
+        done_before = {r[0]: r for r in _rows(dbpath) if r[1] == "done"}
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 8.0
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        survivors = _group_alive(proc.pid)
+        for pid in survivors:  # do not leave them training into the next iteration
+            os.kill(pid, signal.SIGKILL)
+        assert not survivors, f"processes of the killed sweep still alive after {signal.Signals(sig).name}: {survivors}"
+        time.sleep(0.5)
+        after = {r[0]: r for r in _rows(dbpath)}
+        for run_id, row in done_before.items():
+            assert after[run_id][1] == "done" and after[run_id][3] == row[3] and after[run_id][4] == row[4], \
+                f"done run {run_id} changed after {signal.Signals(sig).name}: {row} -> {after[run_id]}"
+        kills.append((signal.Signals(sig).name, len(done_before)))
+    assert kills, "the sweep never reached a worker's run"
+    rerun = subprocess.run(cmd, cwd=ROOT, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    rows = _rows(dbpath)
+    assert len({r[2] for r in rows}) == 4 and all(r[1] == "done" for r in rows)
+    assert len(rows) == 4  # one row per config: killed runs were resumed, not duplicated
+    assert _integrity(dbpath) == "ok"
+    figure("sweep parent killed", kills=kills, runs=4, duplicates=0)
+
+
+def test_a_done_run_is_never_reopened_by_updates_only_by_retrain(tmp_path):
+    db = RunDB(tmp_path / "runs.sqlite")
+    cfg = base(tmp_path)
+    run_id = db.start_run(cfg.to_dict(), cfg.config_hash())
+    db.finish_run(run_id, "done", loss=3.0)
+    from planner.errors import CpPlanError
+
+    for status in ("running", "pending", "failed"):
+        with pytest.raises(CpPlanError, match="never re-opened"):
+            db.update_run(run_id, status=status)
+    with pytest.raises(CpPlanError, match="never re-opened"):
+        db.finish_run(run_id, "failed", reason="x")
+    assert db.get_run(run_id)["status"] == "done"
+    assert db.claim("w:1", 60, config_hashes=[cfg.config_hash()]) is None
+    assert db.enqueue(cfg.to_dict(), cfg.config_hash())[1] == "skipped"
+    db.reopen_run(run_id)
+    assert db.get_run(run_id)["status"] == "pending"
+    assert db.claim("w:1", 60, config_hashes=[cfg.config_hash()])["run_id"] == run_id

@@ -160,10 +160,61 @@ def worker_loop(db: RunDB, *, config_hashes=None, sweep_id: str | None = None,
             on_record(run, record)
 
 
+class WorkerStopped(KeyboardInterrupt):
+    """Raised in a local worker's main thread when its parent sweep is gone or asked it to stop
+    (SIGTERM): the trainer records its run as interrupted, resumable from its checkpoint, like
+    Ctrl-C."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise WorkerStopped(f"signal {signum}: the sweep stopped")
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    """Linux: have the kernel send ``sig`` to this process when its parent dies (also SIGKILL);
+    elsewhere a no-op (the watchdog thread covers it)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def bind_to_parent(parent_pid: int, grace_s: float = 20.0) -> None:
+    """Make this local worker process end with the sweep that started it.
+
+    SIGTERM (the parent's ``terminate``, or the kernel's parent-death signal) raises
+    :class:`WorkerStopped` in the main thread, so the current run is recorded as interrupted and
+    no new run is claimed. A watchdog thread also polls for the parent every 0.5 s (a parent that
+    died before the death signal was armed, or a platform without one); a worker still alive
+    ``grace_s`` seconds after its parent is gone exits hard (its run stays resumable: the lease
+    expires or, on this host, the dead process is seen at once)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_stop)
+    _set_parent_death_signal(signal.SIGTERM)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def _worker_process(db_url: str, config_hashes: list[str], lease_s: float, max_attempts: int,
-                    threads: int | None, secret_file: str | None = None) -> int:
+                    threads: int | None, secret_file: str | None = None, parent_pid: int | None = None) -> int:
     """Entry point of a worker process or Slurm job (top level so that it pickles).
-    ``secret_file`` holds the database password when the URL was sent without it."""
+    ``secret_file`` holds the database password when the URL was sent without it; ``parent_pid``
+    (local workers) binds the worker's life to its sweep's (:func:`bind_to_parent`)."""
+    if parent_pid is not None:
+        bind_to_parent(parent_pid)
     if secret_file is not None:
         db_url = _url_with_secret(db_url, secret_file)
     threads = threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0) or None  # the job's CPUs, not the node's
@@ -174,6 +225,8 @@ def _worker_process(db_url: str, config_hashes: list[str], lease_s: float, max_a
     db = RunDB(db_url)
     try:
         return len(worker_loop(db, config_hashes=config_hashes, lease_s=lease_s, max_attempts=max_attempts))
+    except KeyboardInterrupt:  # WorkerStopped, or Ctrl-C reaching the whole process group
+        return 0
     finally:
         db.close()
 
@@ -191,13 +244,19 @@ def run_local_workers(db: RunDB, config_hashes: list[str], workers: int, *, leas
     url = db.worker_url()
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
-    args = (url, list(config_hashes), lease_s, max_attempts, threads)
+    args = (url, list(config_hashes), lease_s, max_attempts, threads, None, os.getpid())
 
     def start():
         p = ctx.Process(target=_worker_process, args=args, daemon=False)
         p.start()
         return p
 
+    import signal
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM ends the sweep like Ctrl-C: the finally below stops the workers
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
     procs = [start() for _ in range(workers)]
     replaced, replacements = set(), 0
     try:
@@ -224,7 +283,12 @@ def run_local_workers(db: RunDB, config_hashes: list[str], workers: int, *, leas
         for p in procs:
             if p.is_alive():
                 p.terminate()
+        for p in procs:
             p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     on_poll(db.queue_status(config_hashes=config_hashes, max_attempts=max_attempts))
 
 
