@@ -202,7 +202,27 @@ def compute_band(law, n_params: float, tokens_per_param: float, criterion: Crite
         "n_samples": int(ok.sum()),
         "curve": {"ratio": ratios.tolist(), "excess": med_excess.tolist(), "loss": med_loss.tolist(),
                   "p_in": np.mean(excess <= criterion.threshold, axis=0).tolist()},
+        SAMPLES_KEY: {"excess": excess, "loss": loss},  # per sample; not part of the plan's JSON
     }
+
+
+SAMPLES_KEY = "_samples"
+
+
+def samples_at(band: dict, ratio, which: str = "excess") -> np.ndarray:
+    """A band's per-sample ``excess`` or ``loss`` (S, n) interpolated in ln N:L at ``ratio``
+    (clamped to the searched range)."""
+    r = np.log(np.atleast_1d(np.asarray(ratio, float)))
+    grid = np.log(np.asarray(band["curve"]["ratio"], float))
+    m = np.asarray(band[SAMPLES_KEY][which], float)
+    if grid.size == 1:
+        return np.repeat(m[:, :1], r.size, axis=1)
+    x = np.clip(r, grid[0], grid[-1])
+    j = np.clip(np.searchsorted(grid, x), 1, grid.size - 1)
+    t = (x - grid[j - 1]) / (grid[j] - grid[j - 1])
+    with np.errstate(all="ignore"):
+        out = m[:, j - 1] * (1 - t) + m[:, j] * t
+    return np.where(np.isfinite(out), out, np.where(np.isfinite(m[:, j - 1]), m[:, j - 1], m[:, j]))
 
 
 def excess_at(band: dict, ratio, curve: str = "excess", outside: float = np.inf) -> np.ndarray:

@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from planner.band import DEFAULT_OVERHEAD, Criterion, compute_band, excess_at
+from planner.band import DEFAULT_OVERHEAD, SAMPLES_KEY, Criterion, compute_band, excess_at, samples_at
 from planner.errors import CpPlanError
 from planner.hardware import HardwareProfile, load_profile
 from planner.rules import BaseHParams, parse_parameterization, resolve_shape
@@ -131,6 +131,7 @@ class Plan:
     flop_convention: str
     predicted_loss: float  # the law's expected loss (median over its samples)
     predicted_loss_interval: list  # [low, high]: the law's uncertainty (refits and forms)
+    pick_interval: list  # [low, high] N:L: the shape this profile picks under each law sample
     band: dict  # parameterization -> band (planner.band.compute_band, plus trained_range, n_runs)
     savings: dict  # other parameterization -> {fraction, low, high, significant, ...}
     hparams: dict | None  # per-group values from planner.rules (None when the runs lack a base shape)
@@ -409,6 +410,31 @@ def pick(cands: list[Candidate], hw: HardwareProfile, target: Target, n_params: 
     return chosen, rule, warnings
 
 
+def pick_interval(cands: list[Candidate], band: dict, hw: HardwareProfile, target: Target,
+                  level: float = 0.95) -> list[float]:
+    """The interval of the pick's N:L over the law's samples: for each sample, the shape the
+    profile would pick if that sample were the truth (its own band, its own losses), and the
+    percentile interval of those N:L. Shapes the hardware refuses never count."""
+    usable = [c for c in cands if not c.refusals and math.isfinite(c.loss_at_target)]
+    if not usable or SAMPLES_KEY not in band:
+        return [float("nan"), float("nan")]
+    r = np.array([c.shape.ratio for c in usable])
+    loss = samples_at(band, r, "loss")  # (S, n)
+    in_band = samples_at(band, r, "excess") <= band["criterion"]["threshold"] if hw.uses_band else np.ones_like(loss, bool)
+    if hw.objective == "loss":
+        cost = np.zeros(r.size)
+    else:
+        cost = np.array([hw.score(c.shape, 0.0, target.vocab_size, target.seq_len)[0] for c in usable], float)
+    with np.errstate(all="ignore"):
+        key = np.where(in_band, cost[None, :] * 1e6 + np.where(np.isfinite(loss), loss, np.inf), np.inf)
+    none = ~np.isfinite(key).any(axis=1)
+    key[none] = np.where(np.isfinite(loss[none]), loss[none], np.inf)  # no shape in this sample's band
+    chosen = r[np.argmin(key, axis=1)]
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(chosen, [tail, 100 - tail])
+    return [float(lo), float(hi)]
+
+
 def _excess_words(c: Candidate, target: Target) -> str:
     total = c.excess + target.criterion().threshold
     if target.band_criterion != "loss":
@@ -610,6 +636,9 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
     cands = candidates(law, n_params, hw, d_head, band[key], target, trained, feasible)
     chosen, pick_rule, pick_warnings = pick(cands, hw, target, n_params)
     warnings += pick_warnings
+    pick_range = pick_interval(cands, band[key], hw, target)
+    for b in band.values():
+        b.pop(SAMPLES_KEY, None)
 
     shape = chosen.shape
     n_tokens = int(round(target.tokens_per_param * shape.n_params))
@@ -648,7 +677,7 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
         ratio=shape.ratio, n_params=shape.n_params, n_tokens=n_tokens, flops=float(flops),
         flop_convention=FLOP_CONVENTION,
         predicted_loss=float(mean[0]), predicted_loss_interval=[float(low[0]), float(high[0])],
-        band=band, savings=savings, hparams=hparams,
+        pick_interval=pick_range, band=band, savings=savings, hparams=hparams,
         alternatives=_alternatives(cands, chosen, target, hw),
         reason=f"{_objective_words(hw)} on {hw.name}, {pick_rule}",
         assumptions=assumptions, warnings=warnings, criterion=crit.to_dict(), extrapolation=extrap,
