@@ -274,6 +274,25 @@ def runs_show(
         console.print("  " + "  ".join(f"{k}={_fmt_cell(v)}" for k, v in point.items() if v is not None))
 
 
+@runs_app.command("snapshot")
+def runs_snapshot(
+    out: Annotated[Path, typer.Argument(help="Where the copy goes (a new .sqlite file; replaced atomically).")],
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """A consistent copy of a SQLite run database to commit or ship, safe while sweeps write to it:
+    SQLite's backup API, one file (no -wal), 'running' rows of stopped workers marked interrupted."""
+    from planner.db import RunDB
+
+    got = RunDB(db, create=False).snapshot(out)
+    if json_out:
+        _emit_json(got)
+        return
+    print(f"snapshot {got['out']}: " + ", ".join(f"{v} {k}" for k, v in sorted(got["runs"].items()))
+          + f"; {got['marked_interrupted']} running row(s) marked interrupted in the copy "
+          f"({got['of_stopped_workers']} of stopped workers, {got['of_live_workers']} still training the source)")
+
+
 @runs_app.command("retrain")
 def runs_retrain(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
@@ -323,7 +342,8 @@ def runs_export(
     table_format(out)  # refuse a bad extension before touching the database
     rdb = RunDB(db, create=False)
     df = rdb.runs(where=_where_terms(where), statuses=[s.value for s in status] if status else None)
-    write_table(df if all_columns else df[list(CANONICAL_COLUMNS)], out)
+    # the FLOP convention travels with the flops, so an import of the file does not relabel them 6ND
+    write_table(df if all_columns else df[list(CANONICAL_COLUMNS) + ["flop_convention"]], out)
     if json_out:
         _emit_json({"out": str(out), "n_runs": len(df), "db": rdb.display})
     else:

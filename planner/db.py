@@ -589,6 +589,62 @@ class RunDB:
         self._update(run_id, values, "update_run", require_loss=values.get("status") == "done",
                      holder=lease_holder)
 
+    def snapshot(self, out: str | Path) -> dict:
+        """A consistent copy of a SQLite run database at ``out`` (never the live file, which may
+        lag its WAL while a sweep has it open): SQLite's online backup API into a temporary file
+        beside ``out``, with the copy's 'running' rows marked 'failed' ("interrupted", saying
+        whether the worker had stopped or was still training the source), checkpointed to one
+        file (journal_mode DELETE) and moved into place atomically. Returns counts. The live
+        database is not changed."""
+        import sqlite3
+        import tempfile
+
+        if self.path is None:
+            raise CpPlanError(f"runs snapshot copies a SQLite database; {self.display} is {self.backend} "
+                              "(use pg_dump for a server)")
+        out = Path(out).expanduser().absolute()
+        if out == self.path:
+            raise CpPlanError(f"runs snapshot: --out {out} is the database itself; give another path")
+        if out.is_dir():
+            raise CpPlanError(f"runs snapshot: {out} is a directory; give a file, e.g. {out / 'runs.sqlite'}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        try:
+            src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60)
+            dst = sqlite3.connect(tmp)
+            try:
+                src.backup(dst)
+            finally:
+                src.close()
+            try:
+                now = _now()
+                rows = dst.execute("SELECT run_id, status, worker, lease_expires_at, updated_at FROM runs "
+                                   "WHERE status = 'running'").fetchall()
+                stale = [r[0] for r in rows if _is_stale(r[1], r[2], r[3], r[4], now)]
+                for r in rows:  # nobody trains a run in the copy: each running row is interrupted there
+                    why = ("its worker had stopped" if r[0] in stale else
+                           f"still training in {self.display} under worker {r[2]}")
+                    dst.execute("UPDATE runs SET status = 'failed', lease_expires_at = NULL, reason = ? "
+                                "WHERE run_id = ? AND status = 'running'",
+                                (f"interrupted in this snapshot ({why} when it was taken); resumable from its "
+                                 "checkpoint", r[0]))
+                dst.commit()
+                dst.execute("PRAGMA journal_mode=DELETE")
+                counts = dict(dst.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+                check = dst.execute("PRAGMA integrity_check").fetchone()[0]
+            finally:
+                dst.close()
+            if check != "ok":
+                raise CpPlanError(f"runs snapshot: the copy failed its integrity check ({check}); nothing written")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return {"out": str(out), "runs": counts, "marked_interrupted": len(rows),
+                "of_stopped_workers": len(stale), "of_live_workers": len(rows) - len(stale)}
+
     def reopen_run(self, run_id: str) -> dict:
         """The one way to re-open a 'done', 'diverged' or 'failed' run: mark it 'pending' (no
         worker, no lease, no attempts) so that the next sweep holding its config trains it again.
@@ -718,10 +774,12 @@ class RunDB:
                 return r.run_id, "held"
         for r in rows:
             if r.status in ("pending", "failed", "running"):
+                # the same science (same hash); settings that do not change it (device, checkpoint
+                # folder, ...) come from the command that queues it now, so a corrected flag fixes a retry
                 conn.execute(sa.update(runs_table).where(runs_table.c.run_id == r.run_id).values(
                     status="pending", worker=None, lease_expires_at=None, attempts=0,
                     sweep=new_row.get("sweep"), sweep_id=new_row.get("sweep_id"),
-                    updated_at=now, rev=runs_table.c.rev + 1))
+                    config_json=new_row.get("config_json"), updated_at=now, rev=runs_table.c.rev + 1))
                 return r.run_id, "queued"
         conn.execute(sa.insert(runs_table).values(**new_row))
         return new_row["run_id"], "queued"

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from planner.errors import CpPlanError
 
 CACHE_FORMAT = "cp-plan-laws"
-CACHE_VERSION = 3  # 3: reference form mixture + parameterization gaps (planner.planlaws)
+CACHE_VERSION = 5  # 3: reference form mixture + parameterization gaps (planner.planlaws); 5: extrapolation terms
 DEFAULT_BOOTSTRAP = 200
 DEFAULT_SEED = 0
 EXCLUDED_SWEEPS = ("lr", "coord")

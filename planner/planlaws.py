@@ -31,11 +31,12 @@ from typing import Callable
 import numpy as np
 
 from planner.errors import CpPlanError
+from planner.fit import extrapolation
 from planner.fit import gap as gapfit
 from planner.fit.shape import FORMS, ShapeLaw
 from planner.laws import FitResult
 
-PLAN_LAWS_FORMAT = "cp-plan-plan-laws/1"
+PLAN_LAWS_FORMAT = "cp-plan-plan-laws/2"
 REFERENCE_ORDER = ("completep",)  # preferred reference; else the parameterization with most runs
 MIN_SAMPLES = 50  # with --bootstrap 0 the mixture still has this many (asymptotic) draws
 MIN_BOOT = 20  # bootstrap refits per reference form that has any samples at all
@@ -95,12 +96,19 @@ class PlanLaw:
     def predict_samples(self, **inputs) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def level_samples(self, **inputs) -> np.ndarray | None:
+        """An error of the loss's level that every shape shares (None: none)."""
+        return None
+
     def predict(self, level: float | None = None, **inputs):
         """(median, low, high) of the expected loss over the samples."""
         level = self.level if level is None else float(level)
         if not 0 < level < 1:
             raise CpPlanError(f"level={level} must be in (0, 1), e.g. 0.95")
         s = self.predict_samples(**inputs)
+        shift = self.level_samples(**inputs)
+        if shift is not None:
+            s = s + shift
         tail = (1 - level) / 2 * 100
         with np.errstate(all="ignore"):
             s = np.where(np.isfinite(s), s, np.nan)
@@ -112,6 +120,9 @@ class PlanLaw:
         N(0, σ²) (σ = ``sigma_loss``)."""
         level = self.level if level is None else float(level)
         s = self.predict_samples(**inputs)
+        shift = self.level_samples(**inputs)
+        if shift is not None:
+            s = s + shift
         s = np.repeat(s, max(1, -(-4000 // max(len(s), 1))), axis=0)  # several noise draws per sample
         rng = np.random.default_rng(seed)
         with np.errstate(all="ignore"):
@@ -164,9 +175,45 @@ class ReferenceLaw(PlanLaw):
             out.append(rows[:, names.index("E")] if "E" in names else np.zeros(len(rows)))
         return np.concatenate(out)
 
+    extra: dict | None = None  # the extrapolation term (planner.fit.extrapolation); None: without it
+
+    def distance_from_runs(self, n_params, ratio) -> np.ndarray:
+        """Distance of shapes from the convex hull of the reference's runs in (ln m_L, ln m_N)."""
+        from planner.savings import continuous_shape
+
+        if not (self.extra and self.extra.get("hull")):
+            return np.zeros(np.size(ratio))
+        n, l = continuous_shape(np.atleast_1d(np.asarray(n_params, float)), np.atleast_1d(np.asarray(ratio, float)))
+        base = self.extra["base"]
+        q = np.stack([np.log(l / base[1]), np.log(n / base[0])], axis=1)
+        return extrapolation.hull_distance(np.asarray(self.extra["hull"]), q)
+
     def predict_samples(self, **inputs) -> np.ndarray:
-        return np.concatenate([_SHAPE.predict_values(rows, self.forms[f].meta, inputs)
-                               for f, rows in self._rows.items()], axis=0)
+        out = np.concatenate([_SHAPE.predict_values(rows, self.forms[f].meta, inputs)
+                              for f, rows in self._rows.items()], axis=0)
+        if not self.extra:
+            return out
+        p = np.atleast_1d(np.asarray(inputs["n_params"], float))
+        if "ratio" in inputs:
+            r = np.atleast_1d(np.asarray(inputs["ratio"], float))
+        else:
+            r = np.atleast_1d(np.asarray(inputs["n_embd"], float)) / np.atleast_1d(np.asarray(inputs["n_layer"], float))
+        p, r = np.broadcast_arrays(p, r)
+        if not np.any(np.log(p) > self.extra["log_p_max"]):
+            return out
+        e = self.e_samples()[:, None]
+        shape, _ = extrapolation.reference_term(self.extra, p, r)
+        with np.errstate(all="ignore"):
+            return e + (out - e) * np.exp(shape)
+
+    def level_samples(self, **inputs) -> np.ndarray | None:
+        """The level term of the extrapolation (S, n), in loss units: part of the predicted loss's
+        interval (:meth:`PlanLaw.predict`), not of the samples that bands and savings compare,
+        since an error in E shifts every shape and parameterization alike."""
+        if not self.extra or "reducible_at_max" not in self.extra:
+            return None
+        p = np.atleast_1d(np.asarray(inputs["n_params"], float))
+        return extrapolation.reference_term(self.extra, p, np.ones_like(p))[1]
 
 
 class GapLaw(PlanLaw):
@@ -203,7 +250,25 @@ class GapLaw(PlanLaw):
 
     def gap_samples(self, n_params, ratio) -> np.ndarray:
         u, v = self.multipliers(n_params, ratio)
-        return gapfit.gap_values(self.coefs, np.atleast_1d(u), np.atleast_1d(v))
+        g = gapfit.gap_values(self.coefs, np.atleast_1d(u), np.atleast_1d(v))
+        extra = self.gap.get("extrapolation")
+        if extra:
+            u1, v1 = np.atleast_1d(u), np.atleast_1d(v)
+            point = sum(w * gapfit.gap_values(np.asarray(c, float), u1, v1)[0] for w, c in extra["point"])
+            g = g + extrapolation.gap_term(extra, u1, v1, point)
+        return g
+
+    def level_samples(self, **inputs) -> np.ndarray | None:
+        return self.reference.level_samples(**inputs)
+
+    def distance_from_runs(self, n_params, ratio) -> np.ndarray:
+        """Distance of shapes from the convex hull of this parameterization's runs in
+        (ln m_L, ln m_N) (0 inside)."""
+        extra = self.gap.get("extrapolation") or {}
+        if not extra.get("hull"):
+            return np.zeros(np.size(ratio))
+        u, v = self.multipliers(n_params, ratio)
+        return extrapolation.hull_distance(np.asarray(extra["hull"]), np.stack([np.atleast_1d(u), np.atleast_1d(v)], 1))
 
     def predict_samples(self, **inputs) -> np.ndarray:
         ref = self.reference.predict_samples(**inputs)
@@ -330,6 +395,11 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
     # seed noise: replicates where there are any, else the reference's residuals
     sigma, n_groups, n_rep = replicate_noise(df)
     ref_obj = ReferenceLaw(reference, ref_forms, weights, take, sigma_loss=sigma or 0.0)
+    ref_extra = _reference_extrapolation(ref_obj, ref_df, seed)
+    ref_base, _ = _base_of((contexts.get(reference) or {}).get("base"), ref_df)
+    ref_extra.update(base=list(ref_base), hull=np.stack(
+        [np.log(ref_df["n_layer"].to_numpy(float) / ref_base[1]),
+         np.log(ref_df["n_embd"].to_numpy(float) / ref_base[0])], axis=1).round(6).tolist())
     if sigma is None:
         pred = ref_obj.predict(n_params=ref_df["n_params"].to_numpy(float), n_tokens=ref_df["n_tokens"].to_numpy(float),
                                ratio=ref_df["ratio"].to_numpy(float))[0]
@@ -344,6 +414,7 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
     out = {
         "format": PLAN_LAWS_FORMAT, "reference": reference, "noise": noise,
         "reference_fit": {"forms": {f: r.to_json() for f, r in ref_forms.items()}, "weights": weights, "take": take,
+                          "extrapolation": ref_extra,
                           "heldout_errors": errors, "n_heldout": n_out,
                           "weight_rule": "w_f ∝ heldout_profile_error_f^(-n_heldout)"},
         "gaps": {}, "skipped": skipped, "failures": failures,
@@ -388,6 +459,37 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
     return out
 
 
+def _reference_extrapolation(ref: ReferenceLaw, ref_df, seed: int) -> dict:
+    """The reference's extrapolation term (planner.fit.extrapolation): the trained span of ln P,
+    the optimum N:L and the penalty's curvature at the largest size, and three Student-t draws per
+    sample."""
+    p = ref_df["n_params"].to_numpy(float)
+    log_p_max = float(np.log(p.max()))
+    span = max(float(np.log(p.max() / p.min())), extrapolation.MIN_SPAN)
+    tpp = float(np.median(ref_df["n_tokens"].to_numpy(float) / p))
+    w = np.linspace(-4.0, 4.0, 81)
+    r_lo, r_hi = float(ref_df["ratio"].min()), float(ref_df["ratio"].max())
+    centre = math.log(math.sqrt(r_lo * r_hi))
+    grid = np.exp(centre + w)
+    with np.errstate(all="ignore"):
+        s = ref.predict_samples(n_params=np.full(w.size, p.max()), n_tokens=np.full(w.size, tpp * p.max()), ratio=grid)
+        red = np.nanmedian(s - ref.e_samples()[:, None], axis=0)
+    ln_red = np.log(np.where(red > 0, red, np.nan))
+    ok = np.isfinite(ln_red) & (np.log(grid) >= math.log(r_lo)) & (np.log(grid) <= math.log(r_hi))
+    i = int(np.nanargmin(np.where(ok, ln_red, np.inf))) if ok.any() else w.size // 2
+    opt = float(np.log(grid[i]))
+    j = np.clip([i - 10, i, i + 10], 0, w.size - 1)  # ±1 in ln N:L
+    curv = float((ln_red[j[0]] + ln_red[j[2]]) / 2 - ln_red[j[1]]) if np.isfinite(ln_red[j]).all() else 0.0
+    curv = max(curv, 0.005)
+    rng = np.random.default_rng(seed + 7919)
+    z = extrapolation.student_t(rng, extrapolation.REF_T_DOF, (ref.n_samples, 3))
+    reducible_at_max = float(np.nanmin(np.where(ok, red, np.nan))) if ok.any() else float(np.nanmedian(red))
+    return {"log_p_max": log_p_max, "span": span, "log_r_center": opt, "curvature": curv,
+            "reducible_at_max": reducible_at_max,
+            "kappa_level": extrapolation.REF_KAPPA_LEVEL, "kappa_opt": extrapolation.REF_KAPPA_OPT,
+            "kappa_curv": extrapolation.REF_KAPPA_CURV, "dof": extrapolation.REF_T_DOF, "z": z.tolist()}
+
+
 def build_laws(data: dict) -> dict[str, PlanLaw]:
     """Law objects from :func:`fit_plan_laws` output (as stored in the cache)."""
     if not isinstance(data, dict) or data.get("format") != PLAN_LAWS_FORMAT:
@@ -396,6 +498,7 @@ def build_laws(data: dict) -> dict[str, PlanLaw]:
     forms = {f: FitResult.from_json(v) for f, v in rf["forms"].items()}
     ref = ReferenceLaw(data["reference"], forms, rf["weights"], {f: int(v) for f, v in rf["take"].items()},
                        sigma_loss=float(data["noise"]["sigma_loss"]))
+    ref.extra = rf.get("extrapolation")
     laws: dict[str, PlanLaw] = {data["reference"]: ref}
     for key, g in (data.get("gaps") or {}).items():
         laws[key] = GapLaw(key, ref, g, tuple(g["base"]))

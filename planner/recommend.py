@@ -498,6 +498,30 @@ def extrapolation_of(shape: Shape, n_tokens: int, ctx: Mapping) -> dict:
     return out
 
 
+def hull_distances(laws: Mapping[str, Any], context: Mapping[str, Mapping], shape: Shape) -> tuple[dict, list[str]]:
+    """Per parameterization, how far the pick's (ln m_L, ln m_N) lies outside the convex hull of
+    its runs (0: inside; e^d is the factor in the multipliers), with a warning for each that
+    lies outside: the savings and bands there rest on the extrapolation term of
+    planner.fit.extrapolation."""
+    out = {}
+    for name, law in laws.items():
+        dist = getattr(law, "distance_from_runs", None)
+        if dist is None:
+            continue
+        out[name] = float(np.asarray(dist(np.array([float(shape.n_params)]), np.array([shape.ratio])))[0])
+    outside = {k: d for k, d in out.items() if d > 0.05}
+    if not outside:
+        return out, []
+    names = sorted(outside, key=lambda k: -outside[k])
+    largest = max(((context.get(k) or {}).get("max_n_params") or 0.0) for k in names)
+    run = (f"`cp-plan sweep shape --params {4 * largest:.2g} --ratios {shape.ratio:.3g} --parameterizations "
+           f"{','.join(names)}`" if largest else "runs at larger P")
+    return out, [f"the pick lies outside the (m_L, m_N) hull of the runs of "
+                 + ", ".join(f"{k} ({math.exp(outside[k]):.3g}x)" for k in names)
+                 + " (factor beyond it in the multipliers): bands, gaps and savings there are extrapolated and "
+                 f"their intervals carry it; {run} moves the data toward the pick (`cp-plan next` ranks such runs)"]
+
+
 def assumptions_for(key: str, shape: Shape, n_tokens: int, target: Target, ctx: Mapping, meta: Mapping,
                     hp_note: str, hw: HardwareProfile, d_head: int, extrap: dict, flops_note: str | None,
                     pick_rule: str) -> dict:
@@ -654,6 +678,8 @@ def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
     warnings += sav_warnings
     hparams, hp_note = _hparams(key, shape, ctx)
     extrap = extrapolation_of(shape, n_tokens, ctx)
+    extrap["hull_distance"], hull_warnings = hull_distances(laws, context, shape)
+    warnings += hull_warnings
     warnings += _warnings_for(key, target, ctx, laws, hparams, d_head, extrap, band)
     warnings += _missing_field_warnings(key, laws, ctx, hparams)
     if len(band) > 1 and not bands_distinguishable(band):

@@ -12,7 +12,8 @@ with N, L the continuous shape of that family at that P and FLOPs counted with
 ``planner.shapes.FLOP_CONVENTION`` (6P + 6NV + 12LNT per token, PaLM appendix B; the 6ND figure
 is reported beside it). Positive: the reference needs less compute; negative: more. The interval
 pairs bootstrap refit b of one law with refit b of the other (they are fitted independently) and
-takes percentiles of the per-refit fractions.
+takes percentiles of the per-refit fractions; with samples, the reported fraction is their median
+(the point of the medians' curves can fall outside a skewed interval far from the data).
 
 A law is anything with ``predict(n_params=, n_tokens=, ratio=) -> (mean, low, high)`` and
 ``predict_samples(...) -> array (B, n)``, e.g. ``planner.laws.FitResult`` of the ``shape`` law.
@@ -165,6 +166,11 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
             tail = (1.0 - level) / 2.0 * 100.0
             low, high = (float(v) for v in np.percentile(f_b, [tail, 100.0 - tail]))
             n_samples = int(ok.sum())
+            # the point is the median over the samples (the fraction grows with P'), so it lies
+            # inside its interval however skewed the samples are far from the data
+            p_other = float(np.exp(np.median(np.log(p_oth_b))))
+            frac, c_ref, c_oth = fractions(np.array([p]), np.array([p_other]))
+            frac_6nd = 1.0 - (p / p_other) ** 2
     return Savings(
         reference=reference, other=other, ratio=float(ratio), n_params=p,
         tokens_per_param=float(tokens_per_param), target_loss=target, n_params_other=p_other,

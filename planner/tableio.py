@@ -96,7 +96,7 @@ MAX_LOSS = 100.0
 INTERNAL_COLUMNS: tuple[str, ...] = ("rev", "seq", "extra_json", "config_hash", "config_json", "worker",
                                      "lease_expires_at", "attempts", "step", "sweep", "created_at", "updated_at")
 _COUNTS = ("n_params", "n_tokens", "flops")
-_SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SOURCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline in
 TRAINED_SOURCE = "trained"
 FLOP_CONVENTION_6ND = "6ND"
 
@@ -329,6 +329,11 @@ def check_csv_structure(path: Path) -> int:
             header = next(reader, None)
             if header is None:
                 raise CpPlanError(f"{path} is empty; a CSV needs a header line naming its columns")
+            names = [h.strip() for h in header]
+            dupes = sorted({h for h in names if names.count(h) > 1})
+            if dupes:
+                raise CpPlanError(f"{path}: column {dupes[0]!r} appears twice in the header; which one holds the "
+                                  "values is ambiguous, so nothing was imported: rename or drop one of them")
             width, n = len(header), 0
             for record in reader:
                 if not record:  # a blank line (pandas skips them too)
@@ -348,6 +353,19 @@ def check_csv_structure(path: Path) -> int:
     except UnicodeDecodeError as exc:
         raise CpPlanError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
     return n
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
 
 
 def read_table(path: str | Path):
@@ -372,7 +390,10 @@ def read_table(path: str | Path):
                 if not line.strip():
                     continue
                 try:
-                    rec = json.loads(line)
+                    rec = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+                except _DuplicateKey as exc:
+                    raise CpPlanError(f"{path}: line {lineno} names key {str(exc)!r} twice; which value counts is "
+                                      "ambiguous, so nothing was imported: keep one of them") from None
                 except json.JSONDecodeError as exc:
                     raise CpPlanError(f"{path}: line {lineno} is not valid JSON ({exc.msg}); "
                                       "JSONL needs one JSON object per line") from None

@@ -550,3 +550,45 @@ def test_memory_error_is_one_line(dbpath, monkeypatch):
     code, _, err = _cli("runs", "list", "--db", dbpath)
     _one_line_error(code, err)
     assert "out of memory" in err
+
+
+# ------------------------------------------------------------------ issue 17 regressions
+
+
+@pytest.mark.parametrize("name, text", [
+    ("dup.csv", "n_params,n_tokens,loss,loss\n1e6,2e7,3.1,2.9\n"),
+    ("dup.jsonl", '{"n_params": 1e6, "n_tokens": 2e7, "loss": 3.1, "loss": 2.9}\n'),
+])
+def test_duplicate_columns_or_keys_are_refused(dbpath, tmp_path, name, text):
+    """Issue 17 item 5: CSV headers and JSONL keys named twice (pandas and json keep one silently)."""
+    bad = tmp_path / name
+    bad.write_text(text)
+    before = _state(dbpath)
+    code, out, err = _cli("runs", "import", str(bad), "--db", str(dbpath))
+    _one_line_error(code, err)
+    assert "loss" in err and "twice" in err
+    assert _state(dbpath) == before
+
+
+@pytest.mark.parametrize("source", ["evil\n", "a\nb", "x\r"])
+def test_source_with_a_newline_is_refused(dbpath, tmp_path, source):
+    good = tmp_path / "ok.csv"
+    good.write_text("n_params,n_tokens,loss\n1e6,2e7,3.1\n")
+    before = _state(dbpath)
+    code, out, err = _cli("runs", "import", str(good), "--db", str(dbpath), "--source", source)
+    assert code != 0 and "source" in err
+    assert _state(dbpath) == before
+
+
+def test_export_then_import_keeps_the_flop_convention(tmp_path):
+    src = RunDB(tmp_path / "a.sqlite")
+    cfg = {"parameterization": "completep", "n_embd": 64, "n_layer": 2, "n_params": 98_432.0, "n_tokens": 2e6}
+    rid = src.start_run(cfg, "h1", n_params=98_432.0, n_tokens=2e6, flops=1.5e12, flop_convention="6P+6NV+12LNT")
+    src.finish_run(rid, "done", loss=3.0)
+    out = tmp_path / "runs.csv"
+    code, _, err = _cli("runs", "export", "--db", str(tmp_path / "a.sqlite"), "--out", str(out))
+    assert code == 0, err
+    code, _, err = _cli("runs", "import", str(out), "--db", str(tmp_path / "b.sqlite"))
+    assert code == 0, err
+    got = RunDB(tmp_path / "b.sqlite").runs(statuses=None)
+    assert got["flop_convention"].tolist() == ["6P+6NV+12LNT"] and got["flops"].tolist() == [1.5e12]

@@ -156,7 +156,7 @@ def test_export_then_import_round_trips_exactly(capsys, monkeypatch, dbpath, tmp
     code, stdout, err = run(capsys, monkeypatch, "runs", "export", "--out", out, "--db", dbpath)
     assert code == 0 and f"wrote 246 run(s) to {out}" in stdout, err
     exported = {"csv": pd.read_csv, "parquet": pd.read_parquet}.get(ext, lambda p: pd.read_json(p, lines=True))(out)
-    assert list(exported.columns) == list(CANONICAL_COLUMNS)
+    assert list(exported.columns) == list(CANONICAL_COLUMNS) + ["flop_convention"]  # flops keep their convention
 
     other = tmp_path / "other.sqlite"
     code, _, err = run(capsys, monkeypatch, "runs", "import", out, "--source", "copy",

@@ -311,3 +311,40 @@ def test_a_done_run_is_never_reopened_by_updates_only_by_retrain(tmp_path):
     db.reopen_run(run_id)
     assert db.get_run(run_id)["status"] == "pending"
     assert db.claim("w:1", 60, config_hashes=[cfg.config_hash()])["run_id"] == run_id
+
+
+def test_a_fresh_database_never_reuses_another_databases_final_checkpoints(tmp_path, monkeypatch):
+    """Issue 17 item 3: checkpoints are keyed by config hash; a sweep into a new --db trains its
+    runs itself unless CP_PLAN_REUSE_CHECKPOINTS=1, and then the reuse is recorded."""
+    planned = shape_sweep(base(tmp_path), 1e4, [4], [("completep", None)], tpp=0.6)
+    first = RunDB(tmp_path / "a.sqlite")
+    run_sweep(planned, first, "shape", "s", workers=1, progress=False, log=lambda m: None)
+    a = first.runs(statuses=None).iloc[0]
+    second = RunDB(tmp_path / "b.sqlite")
+    run_sweep(planned, second, "shape", "s", workers=1, progress=False, log=lambda m: None)
+    b = second.runs(statuses=None).iloc[0]
+    assert b["status"] == "done" and b["run_id"] != a["run_id"] and not b["reason"]
+    assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)  # same config, same seed: trained again, same result
+    assert second.curve(b["run_id"])["step"].min() <= 10  # its own curve from the start
+    monkeypatch.setenv("CP_PLAN_REUSE_CHECKPOINTS", "1")
+    third = RunDB(tmp_path / "c.sqlite")
+    run_sweep(planned, third, "shape", "s", workers=1, progress=False, log=lambda m: None)
+    c = third.runs(statuses=None).iloc[0]
+    assert c["status"] == "done" and "reused the checkpoint of run" in c["reason"]
+
+
+def test_a_failed_run_is_retried_with_the_current_commands_device(tmp_path):
+    """Issue 17 item 2: a run that failed on --device cuda:0 (no CUDA here) trains on the retry
+    with --device cpu: settings outside the config hash come from the current command."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    db = RunDB(tmp_path / "runs.sqlite")
+    bad = shape_sweep(base(tmp_path, device="cuda:0"), 1e4, [4], [("completep", None)], tpp=0.5)
+    counts = run_sweep(bad, db, "shape", "s", workers=1, progress=False, log=lambda m: None)
+    assert counts["failed"] == 1
+    good = shape_sweep(base(tmp_path, device="cpu"), 1e4, [4], [("completep", None)], tpp=0.5)
+    assert good[0].config.config_hash() == bad[0].config.config_hash()
+    counts = run_sweep(good, db, "shape", "s", workers=1, progress=False, log=lambda m: None)
+    assert counts["done"] == 1
+    rows = db.runs(statuses=None)
+    assert len(rows) == 1 and rows["status"].tolist() == ["done"]

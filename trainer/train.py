@@ -175,6 +175,15 @@ def _fmt_s(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------------- the run
+REUSE_ENV = "CP_PLAN_REUSE_CHECKPOINTS"
+
+
+def reuse_checkpoints() -> bool:
+    """Whether a checkpoint written for another run of the same config may stand in for this
+    run's progress (``CP_PLAN_REUSE_CHECKPOINTS=1``); by default a run resumes only its own."""
+    return os.environ.get(REUSE_ENV, "").strip() in ("1", "true", "yes")
+
+
 def train_run(cfg: TrainConfig, db=None, progress: bool = True, resume: bool = False,
               sweep: str = "single", sweep_id: str | None = None, run_id: str | None = None) -> dict:
     """Train one run of ``cfg`` and record it in ``db`` (a RunDB, or None to record nothing).
@@ -218,6 +227,17 @@ def _train_run(cfg: TrainConfig, db, progress: bool, resume: bool, sweep: str, s
         record.update({k: row[k] for k in record if k in row and k != "config"})
         return record
     record["run_id"] = _open_run(db, cfg, fields, state, resume, run_id)
+    reused = None
+    if state is not None and db is not None and not ddp.enabled and state.get("run_id") != record["run_id"]:
+        # a checkpoint of the same config written for another run (another database, or a run
+        # since re-opened): never taken as this run's progress unless asked for, then recorded.
+        # (Under DDP only rank 0 knows the row, so every rank resumes alike, as before.)
+        if reuse_checkpoints():
+            reused = f"reused the checkpoint of run {state.get('run_id')} at step {state['step']} ({REUSE_ENV}=1)"
+        else:
+            print(f"cp-plan: not resuming from {ckpt_path}: it was written for run {state.get('run_id')}, not "
+                  f"{record['run_id']}; training from step 0 (set {REUSE_ENV}=1 to reuse it)", file=sys.stderr)
+            state = None
 
     reporter = Progress(progress, cfg.steps, f"{cfg.parameterization} N={cfg.n_embd} L={cfg.n_layer}")
     try:
@@ -232,6 +252,8 @@ def _train_run(cfg: TrainConfig, db, progress: bool, resume: bool, sweep: str, s
     finally:
         reporter.close()
     record.update(outcome)
+    if reused is not None and not record.get("reason"):
+        record["reason"] = reused  # kept on the finished row: this run did not train every step itself
     _finish(db, record)
     return record
 

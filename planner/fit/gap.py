@@ -240,6 +240,7 @@ def fit_gap(obs: GapObservations, e_point: float, ref_point: np.ndarray, e_sampl
         y_star = gap_values(coef_b[0], u[good], v[good])[0] + rng.normal(0.0, 1.0, good.sum()) * scale
         again = fit_form(f, u[good], v[good], y_star)
         samples[b] = (again or coef_b)[0]
+    extra = _extrapolation(fitted, weights, u, v, yk, lev, noise_point, s, rng)
     info = {}
     for f, (coef, sse) in fitted.items():
         k = int(np.count_nonzero(coef[:-1])) + (1 if f == "depth-pow" else 0)
@@ -252,10 +253,56 @@ def fit_gap(obs: GapObservations, e_point: float, ref_point: np.ndarray, e_sampl
                     "u = ln(L/L_base), v = ln(N/N_base)",
         "forms": info, "heldout": how, "weight_rule": "w_f ∝ heldout_error_f^(-n_heldout), floor "
                                                       f"{WEIGHT_FLOOR:g}",
-        "samples": samples.tolist(), "sample_forms": slots,
+        "samples": samples.tolist(), "sample_forms": slots, "extrapolation": extra,
         "n": int(yk.size), "n_paired": int(np.isfinite(obs.ref_loss[ok]).sum()),
         "n_below_e": int((~ok).sum()), "mean_dropped_per_sample": n_dropped / max(s, 1),
         "n_collapsed_samples": n_collapsed,
         "n_sizes": int(np.unique(lev).size), "sigma_loss": float(sigma_loss),
         "u_range": [float(u.min()), float(u.max())], "v_range": [float(v.min()), float(v.max())],
     }
+
+
+def _weighted_prediction(fitted_sub: dict, weights: dict, u, v) -> np.ndarray:
+    total = sum(weights.get(f, 0.0) for f in fitted_sub)
+    if total <= 0:
+        return np.full(np.size(u), np.nan)
+    return sum(weights.get(f, 0.0) / total * gap_values(c, u, v)[0] for f, (c, _) in fitted_sub.items())
+
+
+def _extrapolation(fitted: dict, weights: dict, u, v, y, levels, noise, n_samples: int, rng) -> dict:
+    """The extrapolation-error term of the gap (planner.fit.extrapolation): backtests that fit
+    the forms without the largest (and the two largest) sizes and predict the held-out runs, the
+    forms' weighted point fit (the scale S), the runs' (u, v) hull and one Student-t draw per
+    sample."""
+    from planner.fit import extrapolation as ex
+
+    noise = np.nan_to_num(np.asarray(noise, float), nan=0.0)
+    floor = 2.0 * float(np.median(noise)) if noise.size else 0.0
+    folds, fold_info = [], []
+    lv = np.unique(levels)
+    for k in (1, 2):
+        if lv.size <= k:
+            break
+        test = levels >= lv[-k]
+        sub = {}
+        for f in fitted:
+            got = fit_form(f, u[~test], v[~test], y[~test])
+            if got is not None:
+                sub[f] = got
+        if not sub:
+            continue
+        pred = _weighted_prediction(sub, weights, u[test], v[test])
+        dist = ex.hull_distance(np.stack([u[~test], v[~test]], axis=1), np.stack([u[test], v[test]], axis=1))
+        err = y[test] - pred
+        folds.append((err, noise[test], dist, ex.gap_scale(pred, floor)))
+        fold_info.append({"held_out_sizes": k, "n": int(test.sum()), "rms_error": float(np.sqrt(np.mean(err ** 2))),
+                          "mean_distance": float(np.mean(dist))})
+    kappa, ests = ex.gap_kappa(folds)
+    for info, est in zip(fold_info, ests):
+        info["kappa"] = est
+    z = ex.student_t(rng, ex.GAP_T_DOF, n_samples)
+    total = sum(weights.get(f, 0.0) for f in fitted) or 1.0
+    point = [[weights.get(f, 0.0) / total, c.tolist()] for f, (c, _) in fitted.items() if weights.get(f, 0.0) > 0]
+    return {"kappa": kappa, "kappa_prior": ex.GAP_KAPPA_PRIOR, "folds": fold_info, "scale_floor": floor,
+            "point": point, "growth": "d + d^2/2", "dof": ex.GAP_T_DOF,
+            "hull": np.stack([u, v], axis=1).round(6).tolist(), "z": z.tolist()}
