@@ -989,6 +989,8 @@ def recommend(
     json_out: JsonOpt = False,
     export: ExportOpt = None,
     export_out: ExportOutOpt = None,
+    details: Annotated[bool, typer.Option("--details", help="Print the whole plan (band, alternatives, assumptions, every warning) instead of one screen.")] = False,
+    curves: Annotated[bool, typer.Option("--curves", help="With --json or --export json: keep the band curves (per-N:L excess, loss and share in the band).")] = False,
 ) -> None:
     """Recommend width, depth, tokens and per-group hyperparameters for a scale and hardware."""
     from planner.hardware import load_profile
@@ -1015,12 +1017,22 @@ def recommend(
     plan = plan_for(target, profile, lawset.laws, lawset.context, lawset.meta).to_dict()
     if defaulted:
         plan["assumptions"]["target_default"] = "no --params or --flops: planned 1.5e9 non-embedding params (the paper's headline scale)"
+    if not curves:  # hundreds of numbers per parameterization: behind --curves
+        for b in plan["band"].values():
+            b.pop("curve", None)
     if export is not None and _export_plan(plan, export, export_out):
         return  # the exported file went to stdout instead of the table
     if json_out:
         _emit_json(plan)
         return
-    _print_plan(plan)
+    if details:
+        _print_plan(plan)
+        return
+    from planner.brief import plan_brief
+
+    rest = " ".join(a for a in sys.argv[1:] if a != "--details") if sys.argv[1:2] == ["recommend"] else "recommend ..."
+    for line in plan_brief(plan, command=f"cp-plan {rest} --details"):
+        typer.echo(line)
 
 
 @app.command()

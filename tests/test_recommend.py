@@ -371,8 +371,11 @@ def test_cli_recommend_fits_caches_and_plans(synthetic_db, capsys):
     d = json.loads(out)
     assert abs(d["n_params"] / 1.5e9 - 1) < 0.1 and d["hardware"]["name"] == "flat" and "target_default" in d["assumptions"]
     code, out, _ = run_cli("recommend", "--db", str(synthetic_db), "--params", "1e8", "--hardware", "latency",
-                           "--bootstrap", "30", capsys=capsys)
+                           "--bootstrap", "30", "--details", capsys=capsys)
     assert code == 0 and "Alternatives and why each lost" in out and "completep saves at N:L" in out
+    code, brief, _ = run_cli("recommend", "--db", str(synthetic_db), "--params", "1e8", "--hardware", "latency",
+                             "--bootstrap", "30", capsys=capsys)
+    assert code == 0 and "Alternatives" not in brief and "saves at this N:L" in brief and brief.count("\n") <= 32
 
 
 def test_cli_planner_picks_the_true_optimum_of_a_synthetic_shape_law(tmp_path, capsys):
