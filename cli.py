@@ -993,15 +993,14 @@ def recommend(
     curves: Annotated[bool, typer.Option("--curves", help="With --json or --export json: keep the band curves (per-N:L excess, loss and share in the band).")] = False,
 ) -> None:
     """Recommend width, depth, tokens and per-group hyperparameters for a scale and hardware."""
+    from planner import api
     from planner.hardware import load_profile
-    from planner.lawcache import load_laws
-    from planner.recommend import Target, recommend as plan_for
+    from planner.recommend import Target
 
-    defaulted = params is None and flops is None
-    target = Target(n_params=1.5e9 if defaulted else params, flops=flops, tokens_per_param=tpp,
-                    parameterization=parameterization, band_criterion=band_criterion.strip().lower(),
-                    max_overhead=max_overhead, tolerance=tolerance, confidence=confidence,
-                    vocab_size=vocab_size, seq_len=seq_len, d_head=d_head)
+    settings = dict(tokens_per_param=tpp, parameterization=parameterization,
+                    band_criterion=band_criterion.strip().lower(), max_overhead=max_overhead, tolerance=tolerance,
+                    confidence=confidence, vocab_size=vocab_size, seq_len=seq_len, d_head=d_head)
+    Target(n_params=1.5e9 if params is None and flops is None else params, flops=flops, **settings)  # bad input first
     profile = load_profile(hardware)
     _check_export(export, export_out, json_out)
     if bootstrap < 0:
@@ -1011,12 +1010,10 @@ def recommend(
         if sys.stderr.isatty():
             typer.echo(msg, err=True)
 
-    lawset = load_laws(db=db, laws_path=laws, bootstrap=bootstrap, refit=refit, on_fit=say)
-    for note in lawset.notes:
+    lawset = api.fit_laws(db, laws_file=laws, bootstrap=bootstrap, refit=refit, on_fit=say)
+    for note in lawset.lawset.notes:
         typer.echo(f"cp-plan: note: {note}", err=True)
-    plan = plan_for(target, profile, lawset.laws, lawset.context, lawset.meta).to_dict()
-    if defaulted:
-        plan["assumptions"]["target_default"] = "no --params or --flops: planned 1.5e9 non-embedding params (the paper's headline scale)"
+    plan = api.recommend(params, flops=flops, hardware=profile, laws=lawset, **settings).to_dict()
     if not curves:  # hundreds of numbers per parameterization: behind --curves
         for b in plan["band"].values():
             b.pop("curve", None)
@@ -1048,52 +1045,16 @@ def predict(
     json_out: JsonOpt = False,
 ) -> None:
     """The laws' loss for one configuration, with its interval, unit and data set."""
-    import numpy as np
+    from planner import api
 
-    from planner.lawcache import load_laws
-    from planner.recommend import law_key_for, loss_unit
-    from planner.shapes import n_params_nonembedding
-
-    for flag, v in (("--n-embd", n_embd), ("--n-layer", n_layer)):
-        if v < 1:
-            raise CpPlanError(f"{flag} {v} must be a positive integer, e.g. {flag} {2048 if flag == '--n-embd' else 24}")
-    exact = n_params_nonembedding(n_embd, n_layer)
-    if params is None:
-        params = float(exact)
-    elif not (math.isfinite(params) and params > 0):
-        raise CpPlanError(f"--params {params:g} must be a positive number, e.g. --params {exact:.3g}")
-    elif abs(params / exact - 1) > 0.1:
-        raise CpPlanError(f"--params {params:.4g} does not match n_embd {n_embd}, n_layer {n_layer} "
-                          f"({exact:,} non-embedding parameters); leave --params out or fix the shape")
-    if n_tokens is None:
-        n_tokens = 20.0 * params
-    elif not (math.isfinite(n_tokens) and n_tokens > 0):
-        raise CpPlanError(f"--n-tokens {n_tokens:g} must be a positive number, e.g. --n-tokens {20 * params:.3g}")
     if bootstrap < 0:
         raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
-    lawset = load_laws(db=db, laws_path=laws, bootstrap=bootstrap,
-                       on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
-    key = parameterization if parameterization in lawset.laws else law_key_for(parameterization)
-    if key not in lawset.laws:
-        raise CpPlanError(f"no law for parameterization {parameterization!r}; laws exist for "
-                          f"{', '.join(sorted(lawset.laws))}: pass one of them with -p")
-    law = lawset.laws[key]
-    inputs = dict(n_params=np.array([params]), n_tokens=np.array([n_tokens]), ratio=np.array([n_embd / n_layer]))
-    mean, low, high = (float(v[0]) for v in law.predict(**inputs))
-    run = law.predict_run(**inputs) if hasattr(law, "predict_run") else None
-    ctx = lawset.context.get(key) or {}
-    largest_p, largest_d = ctx.get("max_n_params"), ctx.get("max_n_tokens")
-    out = {
-        "parameterization": key, "n_embd": n_embd, "n_layer": n_layer, "ratio": n_embd / n_layer,
-        "n_params": params, "n_tokens": n_tokens, "loss": mean, "interval": [low, high],
-        "run_interval": [float(run[1][0]), float(run[2][0])] if run is not None else None,
-        "level": getattr(law, "level", 0.95),
-        "unit": loss_unit(ctx) if ctx else "unknown (the laws carry no run context)",
-        "extrapolation": {"n_params": params / largest_p if largest_p else None,
-                          "n_tokens": n_tokens / largest_d if largest_d else None},
-        "interval_note": "interval: the laws' uncertainty (bootstrap refits, shape-law forms, gap forms); "
-                         "run_interval adds the seed-to-seed noise of one training run",
-    }
+    lawset = api.fit_laws(db, laws_file=laws, bootstrap=bootstrap,
+                          on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
+    out = api.predict(n_embd, n_layer, n_params=params, n_tokens=n_tokens, parameterization=parameterization,
+                      laws=lawset).to_dict()
+    key, mean, (low, high) = out["parameterization"], out["loss"], out["interval"]
+    params, n_tokens = out["n_params"], out["n_tokens"]
     if json_out:
         _emit_json(out)
         return
