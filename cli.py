@@ -367,31 +367,73 @@ def runs_import(
     untied_embeddings: Annotated[bool, typer.Option("--untied-embeddings", help="With --subtract-embeddings: the output layer is a separate VOCAB x n_embd matrix (LLaMA), not tied to the input embedding (GPT-2).")] = False,
     learned_positions: Annotated[bool, typer.Option("--learned-positions", help="With --subtract-embeddings: the model learns a position embedding of seq_len x n_embd (GPT-2; not rotary as LLaMA); needs seq_len.")] = False,
     db: DbOpt = None,
+    checkpoints: Annotated[str, typer.Option("--checkpoints", metavar="final|all", help="A table with several rows per run (same run name, growing tokens): final keeps each run's last row as the run and the rest as its loss curve; all imports every row as its own observation.")] = "final",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the column mapping, the first rows as they would be stored and every warning; write nothing.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Import published runs: needs n_params (or n_embd and n_layer with --param-count), loss and
-    n_tokens or flops (the other is derived, D = C / 6N). Every row is validated first; all rows are
-    imported or none. Counts that look embedding-inclusive are imported with a warning."""
+    n_tokens or flops (the other is derived, D = C / 6N). Common column names of tracker and paper
+    exports (final_loss, tokens, width, depth, params, ...) are recognised and the mapping printed.
+    Every row is validated first; all rows are imported or none. Counts that look
+    embedding-inclusive are imported with a warning."""
     from planner.db import RunDB
-    from planner.tableio import (parse_pairs, prepare_import, read_table, rename_columns, set_columns,
-                                 source_from_path)
+    from planner.importmap import auto_map, fold_checkpoints
+    from planner.tableio import (INTERNAL_COLUMNS, parse_pairs, prepare_import, read_table, records_for_json,
+                                 rename_columns, set_columns, source_from_path)
 
     default_source = source is None
     source = source_from_path(file) if default_source else source
+    renames = parse_pairs(rename, "--rename")
+    onto_internal = [dst for _, dst in renames if dst in INTERNAL_COLUMNS]
+    if onto_internal:
+        raise CpPlanError(f"--rename onto {onto_internal[0]!r}: that column is internal to the run database (sweep "
+                          f"and training bookkeeping); rename to another name, e.g. orig_{onto_internal[0]}")
     df = read_table(file)
-    df = set_columns(rename_columns(df, parse_pairs(rename, "--rename")), parse_pairs(set_, "--set"))
+    df = rename_columns(df, renames)
+    df, mapped, notes = auto_map(df, {dst for _, dst in renames})
+    df = set_columns(df, parse_pairs(set_, "--set"))
+    df, curves, fold_notes = fold_checkpoints(df, checkpoints.strip().lower())
+    notes += fold_notes
     plan = prepare_import(df, source, source_is_default=default_source, param_count=param_count.value,
                           subtract_embeddings=subtract_embeddings, untied_embeddings=untied_embeddings,
                           learned_positions=learned_positions)
+    mapping_text = ", ".join(f"{a} -> {b}" for a, b in mapped) or "none needed"
+    if dry_run:
+        import pandas as pd
+
+        first = pd.DataFrame({k: v[:5] for k, v in plan.columns.items()})
+        first = first[[c for c in first.columns if first[c].notna().any()]]
+        out = {"dry_run": True, "would_import": plan.n_rows, "file": str(file), "mapping": dict(mapped),
+               "notes": notes, "first_rows": records_for_json(first), "curves": len(curves), **plan.summary()}
+        if json_out:
+            _emit_json(out)
+            return
+        typer.echo(f"dry run: would import {plan.n_rows} run(s) from {file} (nothing written)")
+        typer.echo(f"  column mapping: {mapping_text}")
+        for note in notes:
+            typer.echo(f"  note: {note}")
+        typer.echo("  first rows as they would be stored:")
+        for line in first.to_string(index=False, max_colwidth=24).splitlines():
+            typer.echo("    " + line)
+        for w in plan.warnings:
+            typer.echo(f"  warning: {w}")
+        return
     rdb = RunDB(db, create=True)
     n = rdb.import_plan(plan)
-    summary = {"imported": n, "file": str(file), "db": rdb.display, **plan.summary()}
+    for rid, points in curves.items():
+        rdb.add_curve(rid, points)
+    summary = {"imported": n, "file": str(file), "db": rdb.display, "mapping": dict(mapped), "notes": notes,
+               "curves": len(curves), **plan.summary()}
     if json_out:
         _emit_json(summary)
         return
     sources = (f"source {plan.sources[0][0]!r}" if len(plan.sources) == 1 else "sources "
                + ", ".join(f"{s!r} ({_count(k, 'run')})" for s, k in plan.sources))
     typer.echo(f"imported {n} run(s) from {file} into {rdb.display} as {sources}")
+    if mapped:
+        typer.echo(f"  column mapping: {mapping_text}")
+    for note in notes:
+        typer.echo(f"  note: {note}")
     if plan.derived_n_params:
         typer.echo(f"  n_params derived from n_embd and n_layer ({plan.param_count}) for {plan.derived_n_params} row(s)")
     if plan.subtracted_embeddings:

@@ -80,10 +80,12 @@ def test_second_import_of_same_table_is_refused_and_changes_nothing(capsys, monk
     assert RunDB(dbpath).count() == 245 and RunDB(dbpath).fingerprint() == fp
 
 
-def test_csv_missing_required_column_leaves_database_unchanged(capsys, monkeypatch, dbpath):
+def test_csv_missing_required_column_leaves_database_unchanged(capsys, monkeypatch, dbpath, tmp_path):
     assert run(capsys, monkeypatch, "runs", "import", EPOCH_CSV, "--source", "epoch", *EPOCH_RENAMES, "--db", dbpath)[0] == 0
     fp = RunDB(dbpath).fingerprint()
-    code, _, err = run(capsys, monkeypatch, "runs", "import", EPOCH_CSV, "--source", "again",
+    no_compute = tmp_path / "no_compute.csv"  # 'Training FLOP' would be recognised as flops: drop it
+    pd.read_csv(EPOCH_CSV).drop(columns=["Training FLOP"]).to_csv(no_compute, index=False)
+    code, _, err = run(capsys, monkeypatch, "runs", "import", no_compute, "--source", "again",
                        "--rename", "Model Size=n_params", "--db", dbpath)  # no tokens or FLOPs column
     _one_line_error(code, err, "lacks required column(s) n_tokens or flops", "--rename")
     assert RunDB(dbpath).count() == 245 and RunDB(dbpath).fingerprint() == fp
