@@ -83,6 +83,26 @@ def replicate_noise(df) -> tuple[float | None, int, int]:
     return math.sqrt(ss / dof), n_groups, n_runs
 
 
+def nan_percentiles(s: np.ndarray, qs) -> list[np.ndarray]:
+    """np.nanpercentile(s, qs, axis=0) (linear interpolation) in one sort: numpy falls back to a
+    Python loop over columns as soon as one NaN is present, which cost a plan ~0.3 s."""
+    s = np.asarray(s, float)
+    if not np.isnan(s).any():
+        return list(np.percentile(s, qs, axis=0))
+    srt = np.sort(s, axis=0)  # NaN sorts last
+    cnt = np.sum(~np.isnan(s), axis=0)
+    cols = np.arange(s.shape[1])
+    out = []
+    for q in qs:
+        pos = np.maximum(cnt - 1, 0) * (float(q) / 100.0)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, np.maximum(cnt - 1, 0))
+        frac = pos - lo
+        v = srt[lo, cols] * (1 - frac) + srt[hi, cols] * frac
+        out.append(np.where(cnt > 0, v, np.nan))
+    return out
+
+
 # ---------------------------------------------------------------------- law objects
 
 
@@ -112,7 +132,7 @@ class PlanLaw:
         tail = (1 - level) / 2 * 100
         with np.errstate(all="ignore"):
             s = np.where(np.isfinite(s), s, np.nan)
-            med, low, high = np.nanpercentile(s, [50, tail, 100 - tail], axis=0)
+            med, low, high = nan_percentiles(s, [50, tail, 100 - tail])
         return np.asarray(med, float), np.asarray(low, float), np.asarray(high, float)
 
     def predict_run(self, level: float | None = None, seed: int = 0, **inputs):
@@ -130,7 +150,7 @@ class PlanLaw:
             noisy = s * np.exp(rng.normal(0.0, 1.0, size=s.shape) * self.sigma_loss / s)
             noisy = np.where(np.isfinite(noisy), noisy, np.nan)
             tail = (1 - level) / 2 * 100
-            med, low, high = np.nanpercentile(noisy, [50, tail, 100 - tail], axis=0)
+            med, low, high = nan_percentiles(noisy, [50, tail, 100 - tail])
         return np.asarray(np.nanmedian(s, axis=0), float), np.asarray(low, float), np.asarray(high, float)
 
 

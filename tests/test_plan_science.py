@@ -373,3 +373,20 @@ def test_a_saving_that_is_only_a_bound_is_never_significant():
     s = out["mup"]
     assert not s["reachable"] and not s["significant"] and "bound" in s["note"]
     assert any("bound" in w for w in warnings)
+
+
+def test_nan_percentiles_match_numpy_with_and_without_nans():
+    import warnings
+
+    from planner.planlaws import nan_percentiles
+
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(200, 40))
+    s[rng.random(s.shape) < 0.1] = np.nan
+    s[:, 3] = np.nan  # a column of no finite sample stays NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanpercentile(s, [50, 2.5, 97.5], axis=0)
+    np.testing.assert_allclose(np.array(nan_percentiles(s, [50, 2.5, 97.5])), want, equal_nan=True)
+    clean = rng.normal(size=(50, 7))
+    np.testing.assert_allclose(np.array(nan_percentiles(clean, [10, 90])), np.percentile(clean, [10, 90], axis=0))
