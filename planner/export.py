@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -465,29 +464,16 @@ def render(plan: Mapping, fmt: str) -> str:
 
 
 def write_export(plan: Mapping, fmt: str, path: str | os.PathLike) -> Path:
-    """Render ``plan`` as ``fmt`` and write it to ``path`` atomically (temp file + os.replace in the
-    same directory, so a reader never sees half a file). Returns the path written."""
+    """Render ``plan`` as ``fmt`` and write it to ``path`` through :func:`planner.fileio.write_atomic`
+    (temp file + os.replace; symlinks followed, an existing file's mode kept, devices and pipes
+    refused). Returns the path written."""
+    from planner.fileio import write_atomic
+
     text = render(plan, fmt)  # an unknown format fails before anything touches the disk
     path = Path(path)
     if path.is_dir():
         raise CpPlanError(f"--out {path} is a directory; give a file name, e.g. {path / ('plan.' + _suffix(fmt))}")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise CpPlanError(f"cannot write --out {path} ({exc.strerror or exc}); choose a writable path") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a config file is as shareable as the plan
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise CpPlanError(f"cannot write --out {path} ({exc.strerror or exc}); choose a writable path") from None
-    return path
+    return write_atomic(path, text)
 
 
 def _suffix(fmt: str) -> str:

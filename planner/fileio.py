@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,7 @@ _FIX = {
     errno.EROFS: "the file system is read-only; choose another --out",
     errno.ENOENT: "create the folder first or choose another --out",
     errno.EISDIR: "give a file name, not a folder",
+    errno.ENAMETOOLONG: "the name is longer than the file system allows (255 bytes a name); choose a shorter --out",
 }
 
 
@@ -39,13 +41,29 @@ def os_error_message(exc: OSError, path: str | os.PathLike, what: str = "write")
 def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[str], None], *,
                  mode: int = 0o644) -> Path:
     """Write ``content`` (text as UTF-8, bytes, or a function that writes the temporary path it
-    is given) to ``path`` atomically (see the module docstring) and return the path."""
+    is given) to ``path`` atomically (see the module docstring) and return the path written.
+    A symlink is followed (the file it names is replaced, the link kept); an existing file keeps
+    its mode; a device, FIFO or socket is refused, never replaced."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise CpPlanError(f"cannot write {path}: it is a folder; give a file name, e.g. {path / 'out.json'}")
-    if not parent.is_dir():
-        raise CpPlanError(f"cannot write {path}: folder {parent} does not exist; create it or choose another --out")
+    try:
+        if path.is_symlink():  # followed on purpose: the link stays, the file it names is replaced
+            path = Path(os.path.realpath(path))
+        parent = path.parent if str(path.parent) else Path(".")
+        if path.is_dir():
+            raise CpPlanError(f"cannot write {path}: it is a folder; give a file name, e.g. {path / 'out.json'}")
+        if not parent.is_dir():
+            raise CpPlanError(f"cannot write {path}: folder {parent} does not exist; create it or choose another --out")
+        st = os.stat(path) if path.exists() else None
+    except OSError as exc:
+        raise CpPlanError(os_error_message(exc, path)) from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = ("a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode)
+                else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else
+                "not a regular file")
+        raise CpPlanError(f"cannot write {path}: it is {kind}; cp-plan replaces files atomically and never writes "
+                          "over devices or pipes: give a file path (or omit --out to print to stdout)")
+    if st is not None:
+        mode = stat.S_IMODE(st.st_mode)  # an existing file keeps its permissions
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
