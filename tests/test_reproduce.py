@@ -34,7 +34,7 @@ def _cli(*args, env=None):
     import os
 
     proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -134,6 +134,7 @@ def test_cpu_kjv_plans_exactly_the_shipped_database():
 
 
 # ---------------------------------------------------------------------------- end to end
+@pytest.mark.slow  # trains 30-odd tiny runs from scratch: 2-5 minutes on 2 cores
 def test_reproduce_tiny_end_to_end(tmp_path):
     db = tmp_path / "tiny.sqlite"
     code, out, err = _cli("reproduce", "--scale", "tiny", "--workers", "1", "--db", db,
