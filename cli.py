@@ -885,6 +885,8 @@ def fit(
 
     if pool_shapes and law is not LawName.compute:
         raise CpPlanError(f"--pool-shapes applies to --law compute only, not {law.value}; leave it out")
+    if not 0 <= seed < 2 ** 32:
+        raise CpPlanError(f"--seed {seed} must be an integer in [0, 2^32), e.g. --seed 0")
     rdb = RunDB(db, create=False)
     where_d = _where_terms(where)
     df = rdb.runs(where=where_d)

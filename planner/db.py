@@ -992,6 +992,8 @@ class RunDB:
                     except (TypeError, ValueError, OverflowError):
                         raise CpPlanError(f"where {col}{op}{v!r}: {col} is numeric; give a number, "
                                           f"e.g. {col}{op}1e6") from None
+                    if isinstance(v, int) and abs(v) >= 2 ** 63:  # beyond SQLite's integers: compare as a float
+                        v = float(v)
                 elif v is not None:
                     v = str(v)
                 if op == "=":

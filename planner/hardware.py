@@ -293,7 +293,13 @@ def load_profile(spec: str) -> HardwareProfile:
             f"hardware profile file {spec} does not exist; give an existing .toml/.json file "
             f"or one of {', '.join(PROFILES)}"
         )
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CpPlanError(f"hardware profile file {spec} is not UTF-8 text (byte {exc.object[exc.start]:#x} at "
+                          f"offset {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise CpPlanError(f"hardware profile file {spec} cannot be read: {exc.strerror or exc}") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -301,8 +307,11 @@ def load_profile(spec: str) -> HardwareProfile:
             import tomllib
 
             data = tomllib.loads(text)
+    except RecursionError:
+        raise CpPlanError(f"hardware profile file {spec} is nested too deeply to be a profile; a profile is one "
+                          "table of fields (planner/hardware.py)") from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError
-        raise CpPlanError(f"hardware profile file {spec} cannot be parsed: {exc}; fix its syntax") from exc
+        raise CpPlanError(f"hardware profile file {spec} cannot be parsed: {exc}; fix its syntax") from None
     try:
         return profile_from_dict(data, str(spec))
     except TypeError as exc:  # e.g. a wrong type that dataclass init rejects

@@ -121,6 +121,9 @@ def _read_json(path: Path, what: str) -> dict:
     except FileNotFoundError:
         raise CpPlanError(f"{what} {path} does not exist; give an existing laws file "
                           "(e.g. from `cp-plan fit --out`) or leave out --laws") from None
+    except RecursionError:
+        raise CpPlanError(f"{what} {path} is nested too deeply to be a laws file; regenerate it "
+                          "(cp-plan fit --out)") from None
     except (OSError, ValueError) as exc:
         raise CpPlanError(f"{what} {path} cannot be read as JSON ({exc}); regenerate it") from None
     if not isinstance(data, dict):

@@ -592,3 +592,30 @@ def test_export_then_import_keeps_the_flop_convention(tmp_path):
     assert code == 0, err
     got = RunDB(tmp_path / "b.sqlite").runs(statuses=None)
     assert got["flop_convention"].tolist() == ["6P+6NV+12LNT"] and got["flops"].tolist() == [1.5e12]
+
+
+def _deep_json(path: Path) -> Path:
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    return path
+
+
+@pytest.mark.parametrize("make, args, match", [
+    (lambda p: _deep_json(p / "deep.json"), ["recommend", "--hardware", "{f}"], "nested too deeply"),
+    (lambda p: _deep_json(p / "deep.json"), ["recommend", "--laws", "{f}"], "nested too deeply"),
+    (lambda p: _deep_json(p / "deep.json"), ["sweep", "file", "{f}", "--dry-run"], "nested too deeply"),
+    (lambda p: (p / "hw.toml").write_bytes(b'name = "caf\xe9"\nobjective = "loss"\n') and p / "hw.toml",
+     ["recommend", "--hardware", "{f}"], "not UTF-8"),
+    (lambda p: None, ["fit", "--law", "compute", "--seed", "-1"], "--seed -1"),
+])
+def test_issue_17_tracebacks_are_one_line_errors(tmp_path, make, args, match):
+    """Issue 17 item 6: deep nesting, Latin-1 profiles and a negative seed (each a traceback before)."""
+    f = make(tmp_path)
+    code, out, err = _cli(*[a.format(f=f) for a in args])
+    _one_line_error(code, err)
+    assert match in err
+
+
+def test_where_beyond_sqlite_integers_compares_as_a_number(dbpath):
+    code, out, err = _cli("runs", "list", "--where", "n_layer>1e19", "--db", dbpath, "--json")
+    assert code == 0, err
+    assert json.loads(out) == []

@@ -36,6 +36,9 @@ def read_sweep_file(path: str | Path) -> tuple[str, str, list[PlannedRun]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CpPlanError(f"sweep file {path} does not exist; write one with `cp-plan next ... --out {path}`") from None
+    except RecursionError:
+        raise CpPlanError(f"sweep file {path} is nested too deeply to be a sweep file; regenerate it "
+                          "(cp-plan next --out)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CpPlanError(f"sweep file {path} cannot be read as JSON ({exc}); regenerate it") from None
     kind, sweep_id = "shape", f"file-{path.stem}"
