@@ -1128,6 +1128,12 @@ def _where_terms(where) -> dict[str, list[tuple[str, Any]]]:
             raise CpPlanError(f"where {col}{op}{v}: operator {op!r} is not one of {', '.join(WHERE_OPERATORS)}")
         if v is None and op not in ("=", "!="):
             raise CpPlanError(f"where {col}{op}null: null (missing) goes with = or != only")
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:  # a byte the terminal could not decode (surrogate-escaped)
+                raise CpPlanError(f"where {col}{op}{v.encode('utf-8', 'surrogateescape')!r}: the value is not "
+                                  "UTF-8 text; type it in UTF-8") from None
         out.setdefault(col, []).append((op, v))
     return out
 

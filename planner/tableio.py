@@ -96,6 +96,7 @@ MAX_LOSS = 100.0
 INTERNAL_COLUMNS: tuple[str, ...] = ("rev", "seq", "extra_json", "config_hash", "config_json", "worker",
                                      "lease_expires_at", "attempts", "step", "sweep", "created_at", "updated_at")
 _COUNTS = ("n_params", "n_tokens", "flops")
+MAX_CSV_CELL = 16 << 20  # bytes in one CSV cell
 _SOURCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline in
 TRAINED_SOURCE = "trained"
 FLOP_CONVENTION_6ND = "6ND"
@@ -323,6 +324,8 @@ def check_csv_structure(path: Path) -> int:
     Streams the file (one record at a time), so any size is fine."""
     import csv
 
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, MAX_CSV_CELL))  # what `runs export` writes, import reads (128 KiB default)
     try:
         with open(path, encoding="utf-8", newline="") as f:
             reader = csv.reader(f, skipinitialspace=True, strict=True)
@@ -348,10 +351,15 @@ def check_csv_structure(path: Path) -> int:
                         f"{width}{hint}; every row needs exactly one field per header column (quote "
                         "values that contain commas), so nothing was imported")
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise CpPlanError(f"{path}: line {reader.line_num} has a cell over {MAX_CSV_CELL >> 20} MiB; a run's "
+                              "values are numbers and short names: drop or shorten that column") from None
         raise CpPlanError(f"{path}: line {reader.line_num} is not valid CSV ({exc}); check its quotes "
                           "(a value with a comma or quote goes in double quotes, inner quotes doubled)") from None
     except UnicodeDecodeError as exc:
         raise CpPlanError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    finally:
+        csv.field_size_limit(limit)
     return n
 
 

@@ -619,3 +619,20 @@ def test_where_beyond_sqlite_integers_compares_as_a_number(dbpath):
     code, out, err = _cli("runs", "list", "--where", "n_layer>1e19", "--db", dbpath, "--json")
     assert code == 0, err
     assert json.loads(out) == []
+
+
+def test_a_non_utf8_byte_in_where_is_a_one_line_error(dbpath):
+    """Issue 17 item 6: a byte the terminal could not decode reaches typer surrogate-escaped."""
+    code, out, err = _cli("runs", "list", "--where", "source=\udcff", "--db", dbpath)
+    _one_line_error(code, err)
+    assert "UTF-8" in err
+
+
+def test_a_csv_cell_over_128_kib_round_trips(tmp_path):
+    """Issue 17 item 8: what `runs export` writes, `runs import` reads (the csv module stops at 128 KiB)."""
+    big = tmp_path / "big.csv"
+    pd.DataFrame({"n_params": [1e6], "n_tokens": [2e7], "loss": [3.0], "note": ["x" * 140_000]}).to_csv(big, index=False)
+    code, out, err = _cli("runs", "import", str(big), "--db", str(tmp_path / "b.sqlite"))
+    assert code == 0, err
+    notes = RunDB(tmp_path / "b.sqlite").runs(statuses=None)["note"].tolist()
+    assert len(notes[0]) == 140_000
