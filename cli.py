@@ -281,7 +281,8 @@ def runs_snapshot(
     json_out: JsonOpt = False,
 ) -> None:
     """A consistent copy of a SQLite run database to commit or ship, safe while sweeps write to it:
-    SQLite's backup API, one file (no -wal), 'running' rows of stopped workers marked interrupted."""
+    SQLite's backup API, one file (no -wal), every 'running' row marked interrupted in the copy
+    (its reason says whether the worker had stopped or was still training the source)."""
     from planner.db import RunDB
 
     got = RunDB(db, create=False).snapshot(out)

@@ -480,12 +480,11 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
 
 
 def _reference_extrapolation(ref: ReferenceLaw, ref_df, seed: int) -> dict:
-    """The reference's extrapolation term (planner.fit.extrapolation): the trained span of ln P,
-    the optimum N:L and the penalty's curvature at the largest size, and three Student-t draws per
-    sample."""
+    """The reference's extrapolation term (planner.fit.extrapolation): the largest run's ln P,
+    the optimum N:L and the penalty's curvature there, the reducible loss at the optimum, and three
+    Student-t draws per sample."""
     p = ref_df["n_params"].to_numpy(float)
     log_p_max = float(np.log(p.max()))
-    span = max(float(np.log(p.max() / p.min())), extrapolation.MIN_SPAN)
     tpp = float(np.median(ref_df["n_tokens"].to_numpy(float) / p))
     w = np.linspace(-4.0, 4.0, 81)
     r_lo, r_hi = float(ref_df["ratio"].min()), float(ref_df["ratio"].max())
@@ -504,7 +503,7 @@ def _reference_extrapolation(ref: ReferenceLaw, ref_df, seed: int) -> dict:
     rng = np.random.default_rng(seed + 7919)
     z = extrapolation.student_t(rng, extrapolation.REF_T_DOF, (ref.n_samples, 3))
     reducible_at_max = float(np.nanmin(np.where(ok, red, np.nan))) if ok.any() else float(np.nanmedian(red))
-    return {"log_p_max": log_p_max, "span": span, "log_r_center": opt, "curvature": curv,
+    return {"log_p_max": log_p_max, "log_r_center": opt, "curvature": curv,
             "reducible_at_max": reducible_at_max,
             "kappa_level": extrapolation.REF_KAPPA_LEVEL, "kappa_opt": extrapolation.REF_KAPPA_OPT,
             "kappa_curv": extrapolation.REF_KAPPA_CURV, "dof": extrapolation.REF_T_DOF, "z": z.tolist()}

@@ -51,7 +51,6 @@ REF_KAPPA_LEVEL = 0.008  # loss, as a share of the reducible loss at the largest
 REF_KAPPA_OPT = 0.012  # ln N:L of the optimum per e-fold
 REF_KAPPA_CURV = 0.025  # relative change of the penalty's curvature per e-fold
 REF_T_DOF = 4.0
-MIN_SPAN = math.log(3.0)
 
 
 def hull_distance(points: np.ndarray, query: np.ndarray) -> np.ndarray:
