@@ -87,7 +87,7 @@ def auto_map(df, explicit: set[str] | frozenset[str] = frozenset()):
 def _finite(x) -> float:
     try:
         v = float(x)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # validation reports the cell; folding just skips it
         return math.nan
     return v
 

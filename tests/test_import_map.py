@@ -103,3 +103,12 @@ def test_paper_table_with_embedding_inclusive_counts_warns(tmp_path):
     got = _cli("runs", "import", src, "--db", tmp_path / "net.sqlite", "--subtract-embeddings", "50257",
                "--learned-positions", "--set", "seq_len=1024")
     assert "warning" not in got.stdout
+
+
+def test_checkpoint_rows_with_an_integer_beyond_float_range_fold_without_a_traceback(tmp_path):
+    """Found by the hypothesis import test: a JSON integer too large for a float in an earlier checkpoint."""
+    src = tmp_path / "ov.jsonl"
+    src.write_text('{"run_name": "a", "n_params": 1000, "n_tokens": 2e4, "loss": 1' + "0" * 400 + '}\n'
+                   '{"run_name": "a", "n_params": 1000, "n_tokens": 4e4, "loss": 3.0}\n')
+    got = _cli("runs", "import", src, "--db", tmp_path / "ov.sqlite", "--json")
+    assert json.loads(got.stdout)["imported"] == 1
