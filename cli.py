@@ -6,7 +6,7 @@ Every :class:`planner.errors.CpPlanError` becomes one line on stderr and exit co
 exits 2, as click does); set CP_PLAN_DEBUG=1 to see the traceback.
 """
 
-from __future__ import annotations
+# (no `from __future__ import annotations`: typer would eval every string annotation of every command at each start)
 
 import json
 import math

@@ -195,7 +195,17 @@ class ReferenceLaw(PlanLaw):
             out.append(rows[:, names.index("E")] if "E" in names else np.zeros(len(rows)))
         return np.concatenate(out)
 
-    extra: dict | None = None  # the extrapolation term (planner.fit.extrapolation); None: without it
+    _extra: dict | None = None
+
+    @property
+    def extra(self) -> dict | None:
+        """The extrapolation term (planner.fit.extrapolation); None: without it."""
+        return self._extra
+
+    @extra.setter
+    def extra(self, value: dict | None) -> None:
+        self._extra = value
+        self.__dict__.pop("_memo", None)  # remembered predictions were made without it
 
     def distance_from_runs(self, n_params, ratio) -> np.ndarray:
         """Distance of shapes from the convex hull of the reference's runs in (ln m_L, ln m_N)."""
@@ -209,6 +219,20 @@ class ReferenceLaw(PlanLaw):
         return extrapolation.hull_distance(np.asarray(self.extra["hull"]), q)
 
     def predict_samples(self, **inputs) -> np.ndarray:
+        # Every gap law prices its shapes as this law times its gap, at the grids the band and the
+        # savings search: remember the last few answers (read-only arrays) instead of recomputing.
+        key = tuple((k, np.asarray(v, float).tobytes(), np.shape(v)) for k, v in sorted(inputs.items()))
+        memo = self.__dict__.setdefault("_memo", {})
+        if key in memo:
+            return memo[key]
+        out = self._predict_samples(**inputs)
+        out.flags.writeable = False
+        if len(memo) >= 8:
+            memo.pop(next(iter(memo)))
+        memo[key] = out
+        return out
+
+    def _predict_samples(self, **inputs) -> np.ndarray:
         out = np.concatenate([_SHAPE.predict_values(rows, self.forms[f].meta, inputs)
                               for f, rows in self._rows.items()], axis=0)
         if not self.extra:

@@ -42,7 +42,10 @@ def continuous_shape(n_params, ratio):
     for _ in range(30):
         f = (12.0 * n**3 + 13.0 * n**2) / r + 2.0 * n - p
         df = (36.0 * n**2 + 26.0 * n) / r + 2.0
-        n = np.maximum(n - f / df, 1e-9)
+        step = f / df
+        n = np.maximum(n - step, 1e-9)
+        if not np.any(np.abs(step) > 1e-15 * n):  # converged (quadratically, from the cube root)
+            break
     return n, n / r
 
 

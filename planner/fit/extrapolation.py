@@ -168,7 +168,10 @@ def reference_term(extra: dict, n_params, ratio) -> tuple[np.ndarray, np.ndarray
     w = (np.log(r) - extra["log_r_center"])[None, :]
     z = np.asarray(extra["z"], float)  # (S, 3)
     c = extra["curvature"]
-    shift = z[:, 1:2] * extra["kappa_opt"] * tau  # the optimum moves by this much in ln N:L
-    shape = c * ((w - shift) ** 2 - w * w) + z[:, 2:3] * extra["kappa_curv"] * tau * c * w * w
+    # The optimum moves by a·τ in ln N:L and the curvature changes by b·τ: c((w − aτ)² − w²) + bτw²,
+    # written as three outer products of per-sample and per-point factors.
+    a = z[:, 1:2] * extra["kappa_opt"]
+    b = z[:, 2:3] * extra["kappa_curv"] * c
+    shape = (c * a * a) * (tau * tau) - (2.0 * c * a) * (tau * w) + b * (tau * w * w)
     level = z[:, :1] * extra["kappa_level"] * tau * extra["reducible_at_max"]
     return shape, level

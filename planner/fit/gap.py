@@ -82,9 +82,16 @@ def gap_values(coefs: np.ndarray, u, v) -> np.ndarray:
     u = np.asarray(u, float)[None, :]
     v = np.asarray(v, float)[None, :]
     col = {n: c[:, i:i + 1] for i, n in enumerate(COEFS)}
+    powu = np.zeros((c.shape[0], u.shape[1]))
+    used = col["cP"][:, 0] != 0
+    gammas = col["gamma"][:, 0]
     with np.errstate(all="ignore"):
-        powu = np.sign(u) * np.abs(u) ** col["gamma"]
-    return col["c0"] + col["cL"] * u + col["cN"] * v + col["cQ"] * u * u + col["cP"] * np.where(col["cP"] == 0, 0.0, powu)
+        for g in np.unique(gammas[used]):  # a few exponents (GAMMAS): one power per exponent, not per row
+            powu[used & (gammas == g)] = np.sign(u) * np.abs(u) ** g
+    # the linear part as one product: [c0 cL cN cQ] @ [1; u; v; u²]
+    lin = np.stack([col["c0"][:, 0], col["cL"][:, 0], col["cN"][:, 0], col["cQ"][:, 0]], axis=1)
+    feats = np.concatenate([np.ones_like(u), u, v, u * u], axis=0)
+    return lin @ feats + col["cP"] * powu
 
 
 def _lstsq(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float] | None:

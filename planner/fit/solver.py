@@ -60,8 +60,10 @@ class BatchResult:
 
 def irls_lm(model: Model, theta0: np.ndarray, y: np.ndarray, w: np.ndarray, delta: float | None,
             lower: np.ndarray, upper: np.ndarray, *, max_iter: int = 500, rtol: float = 1e-10,
-            xtol: float = 1e-10) -> BatchResult:
+            xtol: float = 1e-10, by_rows: bool = False) -> BatchResult:
     """Minimise F for each row of ``theta0`` (S, p); ``y`` and ``w`` are (n,) or (S, n).
+    ``by_rows``: each problem has its own points, and ``model(theta, rows)`` evaluates the
+    problems ``rows`` (indices into theta0) at theirs.
 
     Steps are clipped to the box [lower, upper]. A problem stops when an accepted step lowers F
     by at most ``rtol``·F, when the step is below ``xtol``·(1 + |θ|), or when the damping has
@@ -69,7 +71,7 @@ def irls_lm(model: Model, theta0: np.ndarray, y: np.ndarray, w: np.ndarray, delt
     """
     theta = np.clip(np.array(theta0, dtype=float, copy=True), lower, upper)
     s, p = theta.shape
-    pred, jac = model(theta)
+    pred, jac = model(theta, np.arange(s)) if by_rows else model(theta)
     n = pred.shape[1]
     y = np.broadcast_to(np.asarray(y, float), (s, n))
     w = np.broadcast_to(np.asarray(w, float), (s, n))
@@ -89,7 +91,9 @@ def irls_lm(model: Model, theta0: np.ndarray, y: np.ndarray, w: np.ndarray, delt
         jw = ji * om[..., None]
         jt = jw.transpose(0, 2, 1)
         h = jt @ ji  # (s, p, p)
-        g = (jt @ ri[..., None])[..., 0]  # J^T Ω r
+        # J^T Ω r: einsum, as a stacked matrix-vector matmul takes numpy's slow unblocked loop
+        # (10x slower at 100k points)
+        g = np.einsum("snp,sn->sp", jw, ri)
         dg = np.einsum("spp->sp", h)
         dg = dg + 1e-9 * dg.max(axis=1, keepdims=True) + 1e-300
         lhs = h + (lam[idx, None] * dg)[:, :, None] * eye
@@ -99,7 +103,7 @@ def irls_lm(model: Model, theta0: np.ndarray, y: np.ndarray, w: np.ndarray, delt
             step = np.stack([np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(lhs, g)])
         trial = np.clip(theta[idx] + step, lower, upper)
         with np.errstate(all="ignore"):
-            tp, tj = model(trial)
+            tp, tj = model(trial, idx) if by_rows else model(trial)
         tr = y[idx] - tp
         tf = objective(tr, wi, delta)
         ok = tf < fun[idx]
