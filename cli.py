@@ -8,6 +8,7 @@ exits 2, as click does); set CP_PLAN_DEBUG=1 to see the traceback.
 
 # (no `from __future__ import annotations`: typer would eval every string annotation of every command at each start)
 
+import errno
 import json
 import math
 import os
@@ -50,6 +51,13 @@ DbOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _bootstrap_checked(n: int) -> int:
+    """--bootstrap, checked before anything runs (one line: planner.laws.check_bootstrap)."""
+    from planner.laws import check_bootstrap
+
+    return check_bootstrap(n)
+
+
 def _emit_json(obj) -> None:
     """Print plain JSON (NaN/inf become null so any JSON parser reads it)."""
 
@@ -68,6 +76,29 @@ def _emit_json(obj) -> None:
         return x
 
     typer.echo(json.dumps(clean(obj), indent=2, default=str))
+
+
+_OS_FIXES = {
+    errno.ENAMETOOLONG: "use a shorter name (at most 255 bytes per part of the path)",
+    errno.ENOENT: "check the path",
+    errno.EACCES: "check its permissions, or choose another path",
+    errno.EPERM: "check its permissions, or choose another path",
+    errno.EISDIR: "give a file, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    errno.ENOSPC: "free some disk space, or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.ELOOP: "the path runs through a loop of symbolic links; check the path",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError: what the file system said, the path (shortened), and the fix."""
+    name = exc.filename if exc.filename is not None else ""
+    name = os.fsdecode(name) if isinstance(name, bytes) else str(name)
+    shown = repr(name) if len(name) <= 80 else f"{name[:40]!r}…{name[-20:]!r} ({len(name)} characters)"
+    what = exc.strerror or type(exc).__name__
+    fix = _OS_FIXES.get(exc.errno, "check the path and try again")
+    return f"{what}: {shown}; {fix}" if name else f"{what}; {fix}"
 
 
 def _err(message: str) -> None:
@@ -181,12 +212,16 @@ RUN_HEADERS = {
 
 def _run_seeds(df) -> list:
     """Each run's seed: an imported 'seed' column, else the trained run's config, else None."""
+    from planner.db import stored_json
+
     out = []
     for i in range(len(df)):
         seed = df["seed"].iloc[i] if "seed" in df.columns else None
         if seed is None or seed != seed:  # missing or NaN
             text = df["config_json"].iloc[i] if "config_json" in df.columns else None
-            seed = json.loads(text).get("seed") if isinstance(text, str) and text else None
+            config = stored_json(text, "config_json", df["run_id"].iloc[i] if "run_id" in df.columns else None,
+                                 None) if isinstance(text, str) else None
+            seed = config.get("seed") if isinstance(config, dict) else None
         out.append(int(seed) if isinstance(seed, (int, float)) and float(seed).is_integer() else seed)
     return out
 
@@ -769,18 +804,19 @@ def sweep_file(
 def _print_sweep_dry_run(planned, kind: str, sweep_id: str, db, json_out: bool) -> None:
     from planner.shapes import training_flops
 
-    held: set = set()
-    try:  # which configs the sweep would skip; a missing database holds none
-        from planner.db import RunDB
+    from planner.db import NoDatabase, RunDB
 
+    held: set = set()
+    try:  # which configs the sweep would skip; a missing database holds none (a damaged one is an error)
         rundb = RunDB(db, create=False)
+    except NoDatabase:
+        rundb = None
+    if rundb is not None:
         try:
             runs = rundb.runs(statuses=("done", "diverged"))
             held = set(runs["config_hash"].dropna().tolist()) if "config_hash" in runs.columns else set()
         finally:
             rundb.close()
-    except CpPlanError:
-        pass
     rows = []
     for run in planned:
         c = run.config
@@ -871,7 +907,7 @@ def fit(
                                          "parameterization; isoflop: N* ∝ C^a from IsoFLOP profiles.")],
     where: WhereOpt = None,
     exclude_highest_loss: Annotated[int, typer.Option("--exclude-highest-loss", min=0, help="Drop the K highest-loss runs of each group first (Epoch drop 5 of Chinchilla's).")] = 0,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap refits for standard errors and percentile intervals (0: asymptotic, Wald).")] = 200,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", callback=_bootstrap_checked, help="Bootstrap refits for standard errors and percentile intervals (0: asymptotic, Wald).")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed (fits are deterministic given it).")] = 0,
     db: DbOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (bootstrap samples left out; --out keeps them).")] = False,
@@ -1030,7 +1066,7 @@ def recommend(
     db: DbOpt = None,
     laws: Annotated[Optional[str], typer.Option("--laws", help="Use this laws file instead of fitting from the run database.")] = None,
     refit: Annotated[bool, typer.Option("--refit", help="Refit the laws even if the cache matches the database.")] = False,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", callback=_bootstrap_checked, help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
     json_out: JsonOpt = False,
     export: ExportOpt = None,
     export_out: ExportOutOpt = None,
@@ -1048,8 +1084,6 @@ def recommend(
     Target(n_params=1.5e9 if params is None and flops is None else params, flops=flops, **settings)  # bad input first
     profile = load_profile(hardware)
     _check_export(export, export_out, json_out)
-    if bootstrap < 0:
-        raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
 
     def say(msg: str) -> None:
         if sys.stderr.isatty():
@@ -1086,14 +1120,12 @@ def predict(
     parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law: completep, mup, sp, ...")] = "completep",
     db: DbOpt = None,
     laws: Annotated[Optional[str], typer.Option("--laws", help="Use this laws file instead of fitting from the run database.")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", callback=_bootstrap_checked, help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
     json_out: JsonOpt = False,
 ) -> None:
     """The laws' loss for one configuration, with its interval, unit and data set."""
     from planner import api
 
-    if bootstrap < 0:
-        raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
     lawset = api.fit_laws(db, laws_file=laws, bootstrap=bootstrap,
                           on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
     out = api.predict(n_embd, n_layer, n_params=params, n_tokens=n_tokens, parameterization=parameterization,
@@ -1125,7 +1157,7 @@ def next_runs(
     out: Annotated[Path, typer.Option("--out", help="Where to write the sweep file (run it with `cp-plan sweep file FILE`).")] = Path("next-runs.json"),
     sweep_id: Annotated[Optional[str], typer.Option(help="Sweep name written into the file.")] = None,
     db: DbOpt = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", callback=_bootstrap_checked, help="Bootstrap refits when (re)fitting the laws (seeded).")] = 200,
     json_out: JsonOpt = False,
 ) -> None:
     """Propose the runs that narrow the plan's intervals most per FLOP, and write them as a sweep file."""
@@ -1139,8 +1171,6 @@ def next_runs(
 
     if not (math.isfinite(budget_flops) and budget_flops > 0):
         raise CpPlanError(f"--budget-flops {budget_flops:g} must be a positive number of training FLOPs, e.g. 1e15")
-    if bootstrap < 0:
-        raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
     mults = parse_list(sizes, float, "--sizes")
     if any(not (math.isfinite(m) and m > 0) for m in mults):
         raise CpPlanError(f"--sizes {sizes}: every multiple must be positive, e.g. 1,2,4,8")
@@ -1323,7 +1353,7 @@ def report(
     max_overhead: Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")] = 0.2,
     tolerance: Annotated[float, typer.Option(help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
     confidence: Annotated[float, typer.Option(help="The pick must be in the band for at least this share of the laws' samples.")] = 0.9,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap refits when the shape laws must be (re)fitted (seeded).")] = 200,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", callback=_bootstrap_checked, help="Bootstrap refits when the shape laws must be (re)fitted (seeded).")] = 200,
     json_out: JsonOpt = False,
 ) -> None:
     """Write the HTML report: loss vs N:L, frontiers, FLOP savings, LR transfer, coordinate checks, plan, runs."""
@@ -1334,8 +1364,6 @@ def report(
 
     if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
         raise CpPlanError(f"--tolerance {tolerance} must be a relative loss in [0, 1), e.g. 0.01 for 1%")
-    if bootstrap < 0:
-        raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
     if (params is None) != (hardware is None):
         raise CpPlanError("the plan table needs both --params and --hardware (e.g. --params 1.5e9 "
                           "--hardware weight-streaming); give both or neither")
@@ -1529,6 +1557,11 @@ def main() -> None:
         if os.environ.get("CP_PLAN_DEBUG"):
             raise
         _err(str(exc))
+        sys.exit(1)
+    except OSError as exc:  # a path the file system refuses: too long, missing, a folder, no permission, full
+        if os.environ.get("CP_PLAN_DEBUG"):
+            raise
+        _err(os_error_message(exc))
         sys.exit(1)
     except MemoryError:
         if os.environ.get("CP_PLAN_DEBUG"):

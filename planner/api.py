@@ -152,8 +152,9 @@ def fit_laws(db: str | None = None, *, laws_file: str | None = None, bootstrap: 
     """The planner's laws from a run database (through its cache) or from a laws file."""
     from planner.lawcache import load_laws
 
-    if not isinstance(bootstrap, int) or bootstrap < 0:
-        raise CpPlanError(f"--bootstrap {bootstrap} must be ≥ 0, e.g. 200")
+    from planner.laws import check_bootstrap
+
+    check_bootstrap(bootstrap)
     return Laws(load_laws(db=db, laws_path=laws_file, bootstrap=bootstrap, seed=seed, refit=refit, on_fit=on_fit))
 
 

@@ -151,6 +151,10 @@ def _revision_2(conn: sa.Connection) -> None:
 _REVISIONS: dict[int, Any] = {2: _revision_2}
 
 
+class NoDatabase(CpPlanError):
+    """There is no run database at the path (a reader may treat it as holding no runs)."""
+
+
 class LeaseLost(CpPlanError):
     """A fenced write by a worker that no longer holds the run's lease (another worker took it)."""
 
@@ -288,6 +292,16 @@ class RunDB:
         else:
             url = sa.URL.create("sqlite", database=str(Path(raw).expanduser().absolute()))
         backend = url.get_backend_name()
+        if backend == "sqlite" and url.query:
+            # SQLite URL parameters: only mode=ro (read-only), which a command that writes must refuse
+            # rather than ignore (the file would be written anyway)
+            if dict(url.query) != {"mode": "ro"}:
+                raise CpPlanError(f"--db {mask_secrets(raw)!r}: SQLite URL parameters other than ?mode=ro are not "
+                                  "supported; give the path alone, e.g. sqlite:///runs.sqlite")
+            if create:
+                raise CpPlanError(f"--db {mask_secrets(raw)!r} opens the database read-only (mode=ro), and this "
+                                  "command writes to it; drop ?mode=ro")
+            url = url.set(query={})
         if backend == "sqlite":
             if url.database in (None, "", ":memory:"):
                 self._memory = True
@@ -317,7 +331,7 @@ class RunDB:
         if self.path.exists() and self.path.stat().st_size > 0:
             return
         if not create:
-            raise CpPlanError(f"no run database at {self.path}; train or import runs first "
+            raise NoDatabase(f"no run database at {self.path}; train or import runs first "
                               "(cp-plan train, cp-plan runs import), or point --db / $CP_PLAN_DB at one")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -403,7 +417,12 @@ class RunDB:
                                      .where(meta_table.c.key.in_(("schema_version", "schema_revision")))).all())
             if rows.get("schema_version") is None:
                 return None, 0
-            return int(rows["schema_version"]), int(rows.get("schema_revision") or 1)
+            try:
+                return int(rows["schema_version"]), int(rows.get("schema_revision") or 1)
+            except (TypeError, ValueError):
+                raise damaged(self.display, f"its meta table gives schema_version={rows['schema_version']!r}, "
+                                            f"schema_revision={rows.get('schema_revision')!r} (whole numbers)",
+                              fix="set them back by hand (sqlite3)") from None
 
         with self._tx() as conn:
             version, revision = read_meta(conn)
@@ -637,6 +656,9 @@ class RunDB:
                 dst.close()
             if check != "ok":
                 raise CpPlanError(f"runs snapshot: the copy failed its integrity check ({check}); nothing written")
+        except sqlite3.Error as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise damaged(self.display, f"copying it failed ({exc})", fix="check that it is a cp-plan run database") from None
             os.chmod(tmp, 0o644)
             os.replace(tmp, out)
         except BaseException:
@@ -1009,11 +1031,11 @@ class RunDB:
         if limit and not post:  # columns kept in extra_json filter after the query: limit after them
             q = q.order_by(runs_table.c.seq.desc(), runs_table.c.run_id.desc()).limit(limit)
             with self._tx() as conn:
-                df = _read_runs_frame(conn.execute(q), reverse=True)
+                df = _read_runs_frame(conn.execute(q), reverse=True, display=self.display)
         else:
             q = q.order_by(runs_table.c.seq, runs_table.c.run_id)
             with self._tx() as conn:
-                df = _read_runs_frame(conn.execute(q))
+                df = _read_runs_frame(conn.execute(q), display=self.display)
         for col, terms in post.items():
             if col not in df.columns:
                 raise CpPlanError(f"unknown column {col!r}; run columns are {', '.join(RUN_COLUMNS)}"
@@ -1043,10 +1065,12 @@ class RunDB:
             row = dict(conn.execute(self._runs_select().where(runs_table.c.run_id == rid)).mappings().one())
         row.pop("rev")
         row.pop("seq")
-        extra = json.loads(row.pop("extra_json") or "{}")
+        extra = stored_json(row.pop("extra_json"), "extra_json", rid, self.display) or {}
+        if not isinstance(extra, dict):
+            raise damaged(self.display, f"run {rid!r} has extra_json {_short(extra)}, not a JSON object")
         out = {c: row.get(c) for c in RUN_COLUMNS}
         out.update(extra)
-        out["config"] = json.loads(row["config_json"]) if row["config_json"] else None
+        out["config"] = stored_json(row["config_json"], "config_json", rid, self.display)
         return out
 
     def curve(self, run_id: str) -> pd.DataFrame:
@@ -1184,7 +1208,33 @@ def _typed_frame(rows, kinds: dict[str, str], columns: list[str] | None = None) 
 READ_CHUNK_ROWS = 50_000  # rows fetched and converted at a time by RunDB.runs
 
 
-def _read_runs_frame(result, reverse: bool = False, chunk_rows: int | None = None) -> pd.DataFrame:
+def damaged(display: str | None, what: str, fix: str = "fix or delete that row by hand (sqlite3)") -> CpPlanError:
+    """The error for a database whose stored values cp-plan never writes (edited by hand, or damaged)."""
+    where = f"run database {display}" if display else "the run database"
+    return CpPlanError(f"{where} is damaged: {what}; {fix}, or restore a copy (`cp-plan runs snapshot` makes "
+                       "consistent ones)")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def stored_json(text: Any, column: str, run_id: Any, display: str | None) -> Any:
+    """A JSON column of a stored run (config_json, extra_json), parsed; None when empty. Text that
+    is not JSON, or nested beyond the parser's depth, is a damaged database (one line)."""
+    if text is None or text == "":
+        return None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise damaged(display, f"run {run_id!r} has {column} nested too deeply to be one cp-plan wrote") from None
+    except (TypeError, ValueError) as exc:
+        raise damaged(display, f"run {run_id!r} has {column} {_short(text)}, not JSON ({exc})") from None
+
+
+def _read_runs_frame(result, reverse: bool = False, chunk_rows: int | None = None,
+                     display: str = "the run database") -> pd.DataFrame:
     """The runs of a query result as RunDB.runs's frame, built column by column: rows are fetched
     ``chunk_rows`` at a time and each chunk becomes one typed array per column, so a million runs
     cost their arrays, not a million dicts (5.4 GB before, for the 1M-row fit of
@@ -1201,13 +1251,17 @@ def _read_runs_frame(result, reverse: bool = False, chunk_rows: int | None = Non
         chunk = result.fetchmany(chunk_rows)
         if not chunk:
             break
+        ids = [row[names.index("run_id")] for row in chunk] if "run_id" in names else [None] * len(chunk)
         for name, values in zip(names, zip(*chunk)):
             if name in parts:
-                parts[name].append(_column_chunk(RUN_COLUMN_KINDS[name], values))
+                parts[name].append(_column_chunk(RUN_COLUMN_KINDS[name], values, name, ids, display))
             elif name == "extra_json":
                 for i, text in enumerate(values):
                     if text:
-                        extra = json.loads(text)
+                        extra = stored_json(text, "extra_json", ids[i], display)
+                        if extra is not None and not isinstance(extra, dict):
+                            raise damaged(display, f"run {ids[i]!r} has extra_json {_short(extra)}, "
+                                                   "not a JSON object")
                         if extra:
                             extra_rows.append(n + i)
                             extra_dicts.append(extra)
@@ -1238,9 +1292,26 @@ def _read_runs_frame(result, reverse: bool = False, chunk_rows: int | None = Non
     return df
 
 
-def _column_chunk(kind: str, values: tuple) -> np.ndarray:
+def _column_chunk(kind: str, values: tuple, name: str = "?", ids: list | None = None,
+                  display: str = "the run database") -> np.ndarray:
     """One chunk of a stored column as a typed array: float64 (None → NaN) for FLOAT, int64 for
-    INT (float64 with NaN if the chunk has a missing value), object for TEXT."""
+    INT (float64 with NaN if the chunk has a missing value), object for TEXT. A value of the
+    wrong type (text or bytes in a number column, an integer beyond 64 bits) is a damaged
+    database, named by its run and column."""
+    try:
+        return _typed_chunk(kind, values)
+    except (TypeError, ValueError, OverflowError):
+        for i, v in enumerate(values):
+            try:
+                _typed_chunk(kind, (v,))
+            except (TypeError, ValueError, OverflowError):
+                rid = ids[i] if ids else None
+                raise damaged(display, f"run {rid!r} has {name} = {_short(v)}, not a "
+                                       f"{'number' if kind == FLOAT else 'whole number'}") from None
+        raise
+
+
+def _typed_chunk(kind: str, values: tuple) -> np.ndarray:
     if kind == FLOAT:
         return np.array(values, dtype=np.float64)
     if kind == INT:

@@ -116,6 +116,17 @@ def _exclude_highest(df, k) -> tuple[object, dict]:
     return df.drop(index=df.index[order]).reset_index(drop=True), dropped
 
 
+MAX_BOOTSTRAP = 10_000  # more refits than any interval here needs (200-2000 is usual); bounds the work
+
+
+def check_bootstrap(n) -> int:
+    """``n`` bootstrap refits, validated: a whole number in [0, MAX_BOOTSTRAP]."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_BOOTSTRAP:
+        raise CpPlanError(f"--bootstrap {n!r} must be a whole number from 0 to {MAX_BOOTSTRAP}, e.g. 200 "
+                          "(0: asymptotic intervals)")
+    return n
+
+
 def fit_law(law: str, df, bootstrap: int = 0, seed: int = 0, **opts) -> FitResult:
     """Fit ``law`` to the runs in ``df`` (one group: see :func:`group_keys`).
 

@@ -415,6 +415,19 @@ def read_table(path: str | Path):
         raise CpPlanError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
 
 
+def _nested_text(v) -> str:
+    """A nested imported value (a JSONL object or list, a Parquet list or struct) as JSON text,
+    which reads back with json.loads (Python's repr would not); anything else as str."""
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        v = v.tolist()
+    if isinstance(v, (dict, list, tuple)):
+        try:
+            return json.dumps(v, sort_keys=True, default=_json_default, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            pass
+    return str(v)
+
+
 def _json_default(v):
     if hasattr(v, "item"):
         return v.item()
@@ -677,7 +690,9 @@ def _extra_column(s) -> np.ndarray:
         return s.to_numpy(dtype=object, na_value=None)
     vals = s.to_numpy(dtype=object)
     out = np.empty(len(vals), dtype=object)
-    out[:] = [v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for v in vals]
+    # numpy scalars become Python ones; arrays (a Parquet list column) stay, stored as JSON text
+    out[:] = [v.item() if hasattr(v, "item") and np.ndim(v) == 0 and not isinstance(v, (str, bytes)) else v
+              for v in vals]
     return out
 
 
@@ -923,11 +938,11 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
             extra = {}
             for c, arr in ex_cols.items():
                 v = arr[i]
-                if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+                if hasattr(v, "item") and np.ndim(v) == 0 and not isinstance(v, (str, bytes)):
                     v = v.item()
                 if _is_missing(v) or (isinstance(v, float) and not math.isfinite(v)):
                     continue
-                extra[c] = v if isinstance(v, (str, int, float, bool)) else str(v)
+                extra[c] = v if isinstance(v, (str, int, float, bool)) else _nested_text(v)
             if extra:
                 try:
                     extra_json[i] = json.dumps(extra, sort_keys=True)

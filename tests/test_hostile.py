@@ -636,3 +636,163 @@ def test_a_csv_cell_over_128_kib_round_trips(tmp_path):
     assert code == 0, err
     notes = RunDB(tmp_path / "b.sqlite").runs(statuses=None)["note"].tolist()
     assert len(notes[0]) == 140_000
+
+
+LONG = "a" * 300
+
+
+@pytest.mark.parametrize("args", [
+    ["runs", "list", "--db", "{t}/" + LONG + ".sqlite"],
+    ["recommend", "--hardware", "{t}/" + LONG + ".toml"],
+    ["fit", "--law", "compute", "--db", "{t}/" + LONG + ".sqlite"],
+    ["runs", "snapshot", "{t}/" + LONG + ".sqlite", "--db", "{db}"],
+    ["runs", "import", "{t}/" + LONG + ".csv", "--db", "{db}"],
+])
+def test_file_names_over_255_bytes_are_one_line_errors(tmp_path, dbpath, args):
+    """Issue 17 item 6: ENAMETOOLONG anywhere (not only --out) is one line naming the path, shortened."""
+    before = _state(dbpath)
+    code, out, err = _cli(*[a.format(t=tmp_path, db=dbpath) for a in args])
+    _one_line_error(code, err)
+    assert "too long" in err and "300" not in err.split("(")[0] and "characters" in err
+    assert _state(dbpath) == before
+
+
+def _dump(path: Path) -> str:
+    """The database's content as SQL (the file's bytes also change when a WAL is checkpointed)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return "\n".join(con.iterdump())
+    finally:
+        con.close()
+
+
+def _damage(path: Path, sql: str) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.executescript(sql)
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("sql, match", [
+    ("UPDATE runs SET loss = 'abc'", "loss = 'abc', not a number"),
+    ("UPDATE runs SET loss = x'00ff'", "not a number"),
+    ("UPDATE runs SET n_layer = 'deep'", "n_layer = 'deep', not a whole number"),
+    ("UPDATE runs SET extra_json = '{broken'", "extra_json"),
+    ("UPDATE runs SET extra_json = '[1, 2]'", "not a JSON object"),
+    ("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'", "schema_version='abc'"),
+])
+@pytest.mark.parametrize("command", [["runs", "list"], ["runs", "export", "--out", "{t}/x.csv"],
+                                     ["fit", "--law", "compute", "--bootstrap", "0"]])
+def test_a_hand_edited_database_is_one_line_and_left_alone(tmp_path, dbpath, sql, match, command):
+    """Issue 17 item 6: values cp-plan never writes (text in a number column, JSON that is not
+    JSON, a schema version that is not a number) name the run and column; nothing changes."""
+    _damage(dbpath, sql)
+    before = _dump(dbpath)
+    code, out, err = _cli(*[a.format(t=tmp_path) for a in command], "--db", dbpath)
+    _one_line_error(code, err)
+    assert "is damaged" in err and match in err, err
+    assert _dump(dbpath) == before
+
+
+def test_nested_config_json_is_one_line(tmp_path, dbpath):
+    _damage(dbpath, "UPDATE runs SET config_json = '" + "[" * 5000 + "]" * 5000 + "'")
+    code, out, err = _cli("runs", "list", "--json", "--db", dbpath)
+    _one_line_error(code, err)
+    assert "nested too deeply" in err
+
+
+@pytest.mark.parametrize("command", ["recommend", "predict", "next", "fit"])
+@pytest.mark.parametrize("n", ["-1", "99999999999", "10001"])
+def test_bootstrap_is_bounded_before_anything_runs(command, n):
+    """Issue 17 item 9: --bootstrap 99999999999 ran unbounded."""
+    extra = {"predict": ["--n-embd", "64", "--n-layer", "2"], "next": ["--budget-flops", "1e15"],
+             "fit": ["--law", "compute"]}.get(command, [])
+    code, out, err = _cli(command, *extra, "--bootstrap", n)
+    _one_line_error(code, err)
+    assert "--bootstrap" in err and "10000" in err
+
+
+def test_read_only_sqlite_url_is_refused_by_writers_and_read_by_readers(tmp_path, dbpath):
+    """Issue 17 item 9: --db 'sqlite:///x?mode=ro' wrote anyway."""
+    csv = tmp_path / "r.csv"
+    csv.write_text("n_params,n_tokens,loss\n1e6,2e7,3.1\n")
+    target = tmp_path / "new.sqlite"
+    code, out, err = _cli("runs", "import", str(csv), "--db", f"sqlite:///{target}?mode=ro")
+    _one_line_error(code, err)
+    assert "mode=ro" in err and not target.exists()
+    before = _state(dbpath)
+    code, out, err = _cli("runs", "import", str(csv), "--db", f"sqlite:///{dbpath}?mode=ro")
+    _one_line_error(code, err)
+    assert _state(dbpath) == before
+    code, out, err = _cli("runs", "list", "--json", "--db", f"sqlite:///{dbpath}?mode=ro")
+    assert code == 0 and len(json.loads(out)) == 1
+
+
+def test_sweep_dry_run_on_a_damaged_or_newer_database_is_an_error(tmp_path, dbpath):
+    """Issue 17 item 9: it said '0 already in the database' and exited 0; a missing database still holds none."""
+    sweep = tmp_path / "s.json"
+    sweep.write_text(json.dumps({"runs": [{"parameterization": "completep", "n_embd": 64, "n_layer": 2,
+                                           "n_tokens": 100_000}]}))
+    code, out, err = _cli("sweep", "file", str(sweep), "--dry-run", "--db", tmp_path / "none.sqlite")
+    assert code == 0 and "0 already in the database" in out
+    _damage(dbpath, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    code, out, err = _cli("sweep", "file", str(sweep), "--dry-run", "--db", dbpath)
+    _one_line_error(code, err)
+    assert "newer" in err
+    (tmp_path / "junk.sqlite").write_bytes(os.urandom(4096))
+    code, out, err = _cli("sweep", "file", str(sweep), "--dry-run", "--db", tmp_path / "junk.sqlite")
+    _one_line_error(code, err)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("checkpoint_dir", "/etc", "leaves the current folder"),
+    ("checkpoint_dir", "data/../../x", "leaves the current folder"),
+    ("corpus", "/dev/zero", "not a regular file"),
+    ("corpus", "/no/such/corpus.txt", "does not exist"),
+])
+def test_sweep_file_paths_are_confined(tmp_path, field, value, match):
+    """Issue 17 item 9: a sweep file's checkpoint_dir (written) stays below the current folder;
+    its corpus (read) may be anywhere but must be a regular file."""
+    sweep = tmp_path / "s.json"
+    sweep.write_text(json.dumps({"runs": [{"parameterization": "completep", "n_embd": 64, "n_layer": 2,
+                                           "n_tokens": 100_000, field: value}]}))
+    code, out, err = _cli("sweep", "file", str(sweep), "--dry-run", "--db", tmp_path / "none.sqlite")
+    _one_line_error(code, err)
+    assert match in err
+
+
+def test_nested_extras_are_stored_as_json_text(tmp_path):
+    """Issue 17 items 6 and 9: JSONL objects and Parquet list columns were Python repr strings
+    (or a traceback); they are stored as JSON text that reads back with json.loads."""
+    jl = tmp_path / "n.jsonl"
+    jl.write_text(json.dumps({"n_params": 1e6, "n_tokens": 2e7, "loss": 3.0, "meta": {"a": [1, 2]},
+                              "tags": ["x", "y"]}) + "\n")
+    code, out, err = _cli("runs", "import", str(jl), "--db", tmp_path / "a.sqlite")
+    assert code == 0, err
+    got = RunDB(tmp_path / "a.sqlite").runs(statuses=None)
+    assert json.loads(got["meta"][0]) == {"a": [1, 2]} and json.loads(got["tags"][0]) == ["x", "y"]
+    pq = tmp_path / "l.parquet"
+    pd.DataFrame({"n_params": [1e6, 2e6], "n_tokens": [2e7, 4e7], "loss": [3.0, 2.9],
+                  "hist": [[1.0, 2.0], [3.0]]}).to_parquet(pq)
+    code, out, err = _cli("runs", "import", str(pq), "--db", tmp_path / "b.sqlite")
+    assert code == 0, err
+    got = RunDB(tmp_path / "b.sqlite").runs(statuses=None)
+    assert [json.loads(v) for v in got["hist"]] == [[1.0, 2.0], [3.0]]
+
+
+def test_chinchilla_fit_prints_no_runtime_warning(tmp_path):
+    """Issue 17 item 9: `fit --law chinchilla` printed a numpy RuntimeWarning; warnings are errors here."""
+    raw = pd.read_csv(ROOT / "tests" / "data" / "epoch_chinchilla.csv")
+    csv = tmp_path / "ep.csv"
+    pd.DataFrame({"n_params": raw["Model Size"], "flops": raw["Training FLOP"], "loss": raw["loss"]}).to_csv(csv, index=False)
+    db = tmp_path / "e.sqlite"
+    assert _cli("runs", "import", str(csv), "--db", db)[0] == 0
+    for target in (db, DEFAULT_DB_PATH):
+        r = subprocess.run([PY, "-W", "error::RuntimeWarning", "-m", "cli", "fit", "--law", "chinchilla",
+                            "--bootstrap", "50", "--db", str(target)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0 and "Warning" not in r.stderr, r.stderr[-2000:]

@@ -154,6 +154,8 @@ def _load_cached(name: str, tokenizer_name: str, _stamp) -> Corpus:
         train_docs, val_docs = split_documents(kjv_chapters())
         train_text, val_text = "\n".join(train_docs), "\n".join(val_docs)
     else:
+        if not Path(name).is_file():  # a FIFO or device would block or never end
+            raise CpPlanError(f"corpus {name!r} is not a text file (nor 'kjv' or 'english'); give a regular file")
         text = Path(name).read_text(encoding="utf-8", errors="replace")
         cut = int(len(text) * (1 - VAL_FRAC_FILE))
         newline = text.rfind("\n", 0, cut)

@@ -68,8 +68,27 @@ def read_sweep_file(path: str | Path) -> tuple[str, str, list[PlannedRun]]:
             raise CpPlanError(f"sweep file {path}, run {i}: {exc}") from None
         except TypeError as exc:  # a non-mapping entry that from_dict could not unpack
             raise CpPlanError(f"sweep file {path}, run {i}: not a training config ({exc})") from None
+        _check_paths(cfg, f"sweep file {path}, run {i}")
         planned.append(PlannedRun(cfg, str(label) if label else default_label(cfg)))
     return kind, sweep_id, planned
+
+
+def _check_paths(cfg: TrainConfig, where: str) -> None:
+    """The paths a sweep file may name. Its ``checkpoint_dir`` is written to, so it must stay
+    below the current folder (relative, no '..'): a file from elsewhere cannot make a sweep write
+    into /etc. Its ``corpus`` is only read, and users keep corpora anywhere, so any path is
+    allowed, but it must be a regular file: a FIFO or a device (/dev/zero) would block or never
+    end."""
+    if cfg.checkpoint_dir is not None:
+        ckpt = Path(cfg.checkpoint_dir)
+        if ckpt.is_absolute() or ".." in ckpt.parts:
+            raise CpPlanError(f"{where}: checkpoint_dir {cfg.checkpoint_dir!r} leaves the current folder; a sweep "
+                              "file may only name a folder below it (e.g. data/checkpoints) or null")
+    if cfg.corpus not in ("kjv", "english"):
+        corpus = Path(cfg.corpus).expanduser()
+        if not corpus.is_file():
+            what = "does not exist" if not corpus.exists() else "is not a regular file"
+            raise CpPlanError(f"{where}: corpus {cfg.corpus!r} {what}; give 'kjv', 'english' or a text file")
 
 
 def default_label(cfg: TrainConfig) -> str:
