@@ -8,7 +8,6 @@ exits 2, as click does); set CP_PLAN_DEBUG=1 to see the traceback.
 
 # (no `from __future__ import annotations`: typer would eval every string annotation of every command at each start)
 
-import errno
 import json
 import math
 import os
@@ -78,33 +77,12 @@ def _emit_json(obj) -> None:
     typer.echo(json.dumps(clean(obj), indent=2, default=str))
 
 
-_OS_FIXES = {
-    errno.ENAMETOOLONG: "use a shorter name (at most 255 bytes per part of the path)",
-    errno.ENOENT: "check the path",
-    errno.EACCES: "check its permissions, or choose another path",
-    errno.EPERM: "check its permissions, or choose another path",
-    errno.EISDIR: "give a file, not a folder",
-    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
-    errno.ENOSPC: "free some disk space, or write elsewhere",
-    errno.EROFS: "the file system is read-only; write elsewhere",
-    errno.ELOOP: "the path runs through a loop of symbolic links; check the path",
-}
-
-
-def os_error_message(exc: OSError) -> str:
-    """One line for an OSError: what the file system said, the path (shortened), and the fix."""
-    name = exc.filename if exc.filename is not None else ""
-    name = os.fsdecode(name) if isinstance(name, bytes) else str(name)
-    shown = repr(name) if len(name) <= 80 else f"{name[:40]!r}…{name[-20:]!r} ({len(name)} characters)"
-    what = exc.strerror or type(exc).__name__
-    fix = _OS_FIXES.get(exc.errno, "check the path and try again")
-    return f"{what}: {shown}; {fix}" if name else f"{what}; {fix}"
-
-
 def _err(message: str) -> None:
     from planner.errors import mask_secrets
 
-    typer.echo(f"cp-plan: error: {mask_secrets(message)}", err=True)
+    # one line, whatever the message quotes (a file name with a newline, say)
+    line = mask_secrets(message).replace("\r", "\\r").replace("\n", "\\n")
+    typer.echo(f"cp-plan: error: {line}", err=True)
 
 
 # ---------------------------------------------------------------- hparams (planner.rules)
@@ -1561,7 +1539,9 @@ def main() -> None:
     except OSError as exc:  # a path the file system refuses: too long, missing, a folder, no permission, full
         if os.environ.get("CP_PLAN_DEBUG"):
             raise
-        _err(os_error_message(exc))
+        from planner.fileio import os_error_message
+
+        _err(os_error_message(exc, what=None))
         sys.exit(1)
     except MemoryError:
         if os.environ.get("CP_PLAN_DEBUG"):

@@ -616,20 +616,19 @@ class RunDB:
         file (journal_mode DELETE) and moved into place atomically. Returns counts. The live
         database is not changed."""
         import sqlite3
-        import tempfile
 
         if self.path is None:
             raise CpPlanError(f"runs snapshot copies a SQLite database; {self.display} is {self.backend} "
                               "(use pg_dump for a server)")
+        from planner.fileio import write_atomic
+
         out = Path(out).expanduser().absolute()
         if out == self.path:
             raise CpPlanError(f"runs snapshot: --out {out} is the database itself; give another path")
-        if out.is_dir():
-            raise CpPlanError(f"runs snapshot: {out} is a directory; give a file, e.g. {out / 'runs.sqlite'}")
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-        try:
+        got: dict = {}
+
+        def fill(tmp: str) -> None:  # the copy, written into write_atomic's temporary file
             src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60)
             dst = sqlite3.connect(tmp)
             try:
@@ -656,14 +655,13 @@ class RunDB:
                 dst.close()
             if check != "ok":
                 raise CpPlanError(f"runs snapshot: the copy failed its integrity check ({check}); nothing written")
+            got.update(runs=counts, rows=rows, stale=stale)
+
+        try:  # atomic; an existing target keeps its mode; devices, FIFOs and sockets are refused
+            out = write_atomic(out, fill, mode=0o644)
         except sqlite3.Error as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise damaged(self.display, f"copying it failed ({exc})", fix="check that it is a cp-plan run database") from None
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        counts, rows, stale = got["runs"], got["rows"], got["stale"]
         return {"out": str(out), "runs": counts, "marked_interrupted": len(rows),
                 "of_stopped_workers": len(stale), "of_live_workers": len(rows) - len(stale)}
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 from planner.errors import CpPlanError
 
-_FIX = {
+_FIX = {  # the fix for an error writing an --out file
     errno.ENOSPC: "free some space or choose another --out",
     errno.EDQUOT: "free some space (disk quota) or choose another --out",
     errno.EACCES: "choose a folder you can write to (--out)",
@@ -29,13 +29,39 @@ _FIX = {
     errno.EISDIR: "give a file name, not a folder",
     errno.ENAMETOOLONG: "the name is longer than the file system allows (255 bytes a name); choose a shorter --out",
 }
+_FIX_ANY = {  # the fix for an error on any path (an input, --db, ...)
+    errno.ENAMETOOLONG: "use a shorter name (at most 255 bytes per part of the path)",
+    errno.ENOENT: "check the path",
+    errno.EACCES: "check its permissions, or choose another path",
+    errno.EPERM: "check its permissions, or choose another path",
+    errno.EISDIR: "give a file, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    errno.ENOSPC: "free some disk space, or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.ELOOP: "the path runs through a loop of symbolic links; check the path",
+}
 
 
-def os_error_message(exc: OSError, path: str | os.PathLike, what: str = "write") -> str:
-    """'cannot write PATH: No space left on device; free some space ...' (one line)."""
+def short_path(path: str | bytes | os.PathLike) -> str:
+    """A path for a one-line message: quoted, and shortened when long (a 4000-byte name would
+    bury the error)."""
+    name = os.fsdecode(path)
+    if len(name) <= 80:
+        return repr(name)
+    return f"{name[:40]!r}…{name[-20:]!r} ({len(name)} characters)"
+
+
+def os_error_message(exc: OSError, path: str | os.PathLike | None = None, what: str | None = "write") -> str:
+    """One line for an OSError: 'cannot write PATH: No space left on device; free some space ...'
+    (``what`` = "write"), or for any path (``what`` None, the path from the error):
+    'File name too long: PATH; use a shorter name ...'."""
     reason = exc.strerror or type(exc).__name__
+    path = exc.filename if path is None else path
+    if what is None:
+        fix = _FIX_ANY.get(exc.errno, "check the path and try again")
+        return f"{reason}: {short_path(path)}; {fix}" if path is not None else f"{reason}; {fix}"
     fix = _FIX.get(exc.errno, "check the path and the disk")
-    return f"cannot {what} {path}: {reason}; {fix}"
+    return f"cannot {what} {short_path(path)}: {reason}; {fix}"
 
 
 def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[str], None], *,
@@ -47,7 +73,14 @@ def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[str],
     path = Path(path)
     try:
         if path.is_symlink():  # followed on purpose: the link stays, the file it names is replaced
-            path = Path(os.path.realpath(path))
+            try:
+                path = Path(os.path.realpath(path, strict=True))
+            except FileNotFoundError:  # a dangling link: the file it names is created
+                path = Path(os.path.realpath(path))
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise CpPlanError(f"cannot write {path}: it is a loop of symbolic links; give a file path") from None
+                raise
         parent = path.parent if str(path.parent) else Path(".")
         if path.is_dir():
             raise CpPlanError(f"cannot write {path}: it is a folder; give a file name, e.g. {path / 'out.json'}")
@@ -66,7 +99,9 @@ def write_atomic(path: str | os.PathLike, content: str | bytes | Callable[[str],
         mode = stat.S_IMODE(st.st_mode)  # an existing file keeps its permissions
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        # the temporary name stays within 255 bytes whatever the target's (a legal 255-byte name included)
+        stem = os.fsencode(path.name)[:120].decode("utf-8", "ignore")
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=parent)
         if callable(content):
             os.close(fd)
             content(tmp)
