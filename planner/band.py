@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.errors import CpPlanError
-from planner.savings import _crossing, family_flops
+from planner.savings import crossing, family_flops
 
 CRITERIA = ("compute", "deficit", "loss")
 CEREBRAS_GPT_LAW = {"c0": 5.984e22, "exponent": 0.0737, "E": 0.5066}  # Dey et al. 2023, eq. 1 (Pile xent)
@@ -118,7 +118,7 @@ def excess_samples(law, n_params: float, tokens_per_param: float, ratios: np.nda
     rows = np.transpose(curves, (0, 2, 1)).reshape(s * n, P_GRID)
     rows = np.where(np.isfinite(rows), rows, np.inf)
     targets = np.repeat(best, n)
-    log_p, reached, _ = _crossing(np.log(p * mult), rows, targets)
+    log_p, reached, _ = crossing(np.log(p * mult), rows, targets)
     p_needed = np.where(reached, np.exp(log_p), np.inf).reshape(s, n)
     rr_s = ratios[None, :] * np.ones((s, 1))
     with np.errstate(all="ignore"):

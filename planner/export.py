@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from planner.errors import CpPlanError
+from planner.plainjson import plain
 
 # The plan fixes the token count, not the batch: a global batch of about 2^20 tokens is a common
 # choice at the scales the planner targets; every file says so and where to change it.
 GLOBAL_BATCH_TOKENS = 2**20
-WARMUP_FRACTION = 0.1  # linear warmup then linear decay to 0 (PARAMETERIZATION.md, choice 8)
+WARMUP_FRACTION = 0.1  # linear warmup then linear decay to 0 (docs/PARAMETERIZATION.md, choice 8)
 
 GROUP_FIELDS = ("init", "init_std", "lr", "lr_mult", "weight_decay", "eps")
 MULTIPLIER_FIELDS = ("residual_mult", "output_mult", "input_mult", "attn_scale")
@@ -426,25 +427,12 @@ def render_torchtitan(plan: Mapping) -> str:
 # ---------------------------------------------------------------------- JSON and dispatch
 
 
-def _plain(x):
-    """Plain JSON values: NaN/inf become null, numpy scalars become Python numbers."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        try:
-            return _plain(x.item())
-        except (ValueError, TypeError):
-            pass
-    return x
+
 
 
 def render_json(plan: Mapping) -> str:
     """The whole plan as JSON (as ``cp-plan recommend --json`` prints it)."""
-    return json.dumps(_plain(plan), indent=2, default=str) + "\n"
+    return json.dumps(plain(plan), indent=2, default=str) + "\n"
 
 
 FORMATS: dict[str, Callable[[Mapping], str]] = {

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from planner.errors import CpPlanError
-from planner.shapes import Shape, n_params_nonembedding
+from planner.shapes import Shape, block_params, n_params_nonembedding
 
 OBJECTIVES = ("deepest", "step_time", "latency", "loss")
 
@@ -125,7 +125,7 @@ class HardwareProfile:
 
     def layer_bytes(self, n_embd: int) -> float:
         """Weight bytes of one block: (12N² + 13N)·bytes_per_param."""
-        return (12.0 * n_embd * n_embd + 13.0 * n_embd) * self.bytes_per_param
+        return float(block_params(n_embd)) * self.bytes_per_param
 
     def violations(self, shape: Shape) -> list[str]:
         """Why ``shape`` cannot run on this hardware (empty when it can)."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from planner.errors import CpPlanError
+from planner.plainjson import plain
 
 CACHE_FORMAT = "cp-plan-laws"
 CACHE_VERSION = 5  # 3: reference form mixture + parameterization gaps (planner.planlaws); 5: extrapolation terms
@@ -176,7 +177,7 @@ def _write_cache(path: Path, data: dict) -> str | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".laws-", suffix=".json", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_plain(data), fh, indent=1, allow_nan=False)
+            json.dump(plain(data), fh, indent=1, allow_nan=False)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is as shareable as the database
         os.replace(tmp, path)
         return None
@@ -186,19 +187,7 @@ def _write_cache(path: Path, data: dict) -> str | None:
         return f"could not write the laws cache {path} ({exc}); laws are refitted on every run"
 
 
-def _plain(x):
-    """JSON-safe: NaN/inf -> None, numpy scalars/arrays -> Python."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if hasattr(x, "tolist"):
-        return _plain(x.tolist())
-    if hasattr(x, "item"):
-        return _plain(x.item())
-    return x
+
 
 
 def load_laws(db: str | None = None, laws_path: str | None = None, *,

@@ -55,7 +55,7 @@ from planner.band import excess_samples, ratio_grid
 from planner.errors import CpPlanError
 from planner.hardware import HardwareProfile, load_profile
 from planner.recommend import Target, recommend
-from planner.savings import SPAN, GRID, _crossing, family_flops
+from planner.savings import SPAN, GRID, crossing, family_flops
 from planner.shapes import FLOP_CONVENTION, shape_for_params, training_flops
 
 DEFAULT_P_MULTS = (1.0, 2.0, 4.0, 8.0, 16.0)  # candidate P, in units of the largest trained P
@@ -151,7 +151,7 @@ def savings_samples(reference_law, other_law, n_params: float, ratio: float, tok
     ok = np.isfinite(ref) & np.isfinite(oth).all(axis=1)
     if ok.any():
         log_grid = np.log(grid)
-        lp, hit, _ = _crossing(log_grid, oth[ok], ref[ok])
+        lp, hit, _ = crossing(log_grid, oth[ok], ref[ok])
         p_oth = np.where(hit, np.exp(np.minimum(lp, log_grid[-1])), grid[-1])
         c_ref = family_flops(p, ratio, tokens_per_param, vocab_size, seq_len)
         out[ok] = 1.0 - c_ref / family_flops(p_oth, ratio, tokens_per_param, vocab_size, seq_len)

@@ -41,7 +41,7 @@ from planner.errors import CpPlanError
 from planner.hardware import HardwareProfile, load_profile
 from planner.rules import BaseHParams, parse_parameterization, resolve_shape
 from planner.savings import family_flops, flop_savings
-from planner.shapes import FLOP_CONVENTION, Shape, make_shape, training_flops
+from planner.shapes import FLOP_CONVENTION, Shape, block_params, make_shape, training_flops
 
 DEFAULT_VOCAB_SIZE = 50257  # GPT-2 BPE, the tokenizer of the paper's runs; FLOPs only (6NV)
 DEFAULT_SEQ_LEN = 2048
@@ -178,7 +178,7 @@ def _predict(law, n_params, n_tokens, ratio):
 def feasible_ratio_range(n_params: float, d_head: int) -> tuple[float, float]:
     """N:L of the deepest (width = one head) and shallowest (depth 1) P-parameter shapes."""
     n_min = float(d_head)
-    l_max = (n_params - 2 * n_min) / (12 * n_min**2 + 13 * n_min)
+    l_max = (n_params - 2 * n_min) / block_params(n_min)
     # depth 1: 12N² + 15N = P
     n_max = (-15 + math.sqrt(225 + 48 * n_params)) / 24
     lo = n_min / l_max if l_max > 0 else n_max
@@ -335,7 +335,7 @@ def candidate_shapes(n_params: float, hardware: HardwareProfile, d_head: int | N
         widths.update((base, base + step))
     out = []
     for n_embd in sorted(widths):
-        exact_layers = (n_params - 2 * n_embd) / (12 * n_embd * n_embd + 13 * n_embd)
+        exact_layers = (n_params - 2 * n_embd) / block_params(n_embd)
         if exact_layers < 0.5 * depth_step and out:
             continue
         n_layer = max(depth_step, int(round(exact_layers / depth_step)) * depth_step)

@@ -1,7 +1,7 @@
 """Parameterization rules: SP, μP, depth-α and CompleteP, as data.
 
 Implements Table 1 of Dey et al. 2025, "Don't be lazy: CompleteP enables compute-efficient deep
-transformers" (arXiv 2505.01618), exactly as written in PARAMETERIZATION.md. One pure function,
+transformers" (arXiv 2505.01618), exactly as written in docs/PARAMETERIZATION.md. One pure function,
 :func:`resolve`, maps (parameterization, α, m_N, m_L, base hyperparameters) to per-group values
 that the trainer applies and the planner prints. Nothing here imports torch.
 
@@ -76,7 +76,7 @@ def parse_parameterization(name: str, alpha: float | None = None) -> tuple[str, 
 
 @dataclass(frozen=True)
 class BaseHParams:
-    """Hyperparameters tuned once at the base shape and transferred (PARAMETERIZATION.md)."""
+    """Hyperparameters tuned once at the base shape and transferred (docs/PARAMETERIZATION.md)."""
 
     lr: float = 3e-3  # η_base, AdamW learning rate at the base shape
     init_std: float = 0.02  # σ_base
@@ -129,7 +129,7 @@ class Rules:
     attn_scale_kind: str = "1/d"  # "1/d" (μP, depth-α) or "1/sqrt(d)" (SP)
 
     def attn_scale(self, d_head: int) -> float:
-        """Attention-logit scale for head size ``d_head`` (PARAMETERIZATION.md, choice 1)."""
+        """Attention-logit scale for head size ``d_head`` (docs/PARAMETERIZATION.md, choice 1)."""
         return 1.0 / d_head if self.attn_scale_kind == "1/d" else 1.0 / math.sqrt(d_head)
 
     def to_dict(self) -> dict:

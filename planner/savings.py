@@ -35,7 +35,7 @@ GRID = 601  # log-spaced points over that span (1% steps in P'); crossings are i
 
 def continuous_shape(n_params, ratio):
     """Real-valued (n_embd, n_layer) with N/L = ``ratio`` and L·(12N² + 13N) + 2N = ``n_params``
-    (PARAMETERIZATION.md's exact count, solved by Newton's method; vectorized)."""
+    (docs/PARAMETERIZATION.md's exact count, solved by Newton's method; vectorized)."""
     p = np.asarray(n_params, dtype=float)
     r = np.asarray(ratio, dtype=float)
     n = np.cbrt(p * r / 12.0)
@@ -90,7 +90,7 @@ class Savings:
         return asdict(self)
 
 
-def _crossing(log_p: np.ndarray, losses: np.ndarray, target: np.ndarray):
+def crossing(log_p: np.ndarray, losses: np.ndarray, target: np.ndarray):
     """Per row of ``losses`` (rows × grid), the log P where the curve first falls to ``target``
     (linear interpolation in log P). Rows that never reach it give +inf; rows already below at
     the smallest P give that P (a bound) and are flagged."""
@@ -128,7 +128,7 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
     target = float(np.asarray(reference_law.predict(
         n_params=np.array([p]), n_tokens=np.array([tokens_per_param * p]), ratio=np.array([float(ratio)]))[0])[0])
     curve = np.asarray(other_law.predict(n_params=grid, n_tokens=tokens_per_param * grid, ratio=ones)[0], float)
-    log_p_other, reached, at_start = _crossing(log_grid, curve[None, :], np.array([target]))
+    log_p_other, reached, at_start = crossing(log_grid, curve[None, :], np.array([target]))
     reachable = bool(reached[0] and not at_start[0])
     p_other = float(np.exp(log_p_other[0])) if reached[0] else float(grid[-1])
     if reachable:  # refine the point estimate inside its grid cell: two rounds of 33 points
@@ -139,7 +139,7 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
             pf = np.exp(fine)
             vals = np.asarray(other_law.predict(n_params=pf, n_tokens=tokens_per_param * pf,
                                                 ratio=np.full(33, float(ratio)))[0], float)
-            lp, hit, _ = _crossing(fine, vals[None, :], np.array([target]))
+            lp, hit, _ = crossing(fine, vals[None, :], np.array([target]))
             if not hit[0]:
                 break
             j = int(np.clip(np.searchsorted(fine, lp[0]), 1, 32))
@@ -163,7 +163,7 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
         ref_t, oth_c = ref_s[:b, 0], oth_s[:b]
         ok = np.isfinite(ref_t) & np.isfinite(oth_c).all(axis=1)
         if ok.sum() >= 2:
-            lp, hit, _ = _crossing(log_grid, oth_c[ok], ref_t[ok])
+            lp, hit, _ = crossing(log_grid, oth_c[ok], ref_t[ok])
             p_oth_b = np.where(hit, np.exp(np.minimum(lp, log_grid[-1])), grid[-1])
             f_b, _, _ = fractions(np.full(p_oth_b.shape, p), p_oth_b)
             tail = (1.0 - level) / 2.0 * 100.0

@@ -1,6 +1,6 @@
 """Shape and FLOP arithmetic for the pre-LN GPT cp-plan trains (no torch).
 
-Counting follows PARAMETERIZATION.md: with a 4N GELU MLP and biases, the non-embedding
+Counting follows docs/PARAMETERIZATION.md: with a 4N GELU MLP and biases, the non-embedding
 parameter count is P = L·(12N² + 13N) + 2N; training FLOPs per token are
 6·P + 6·N·V + 12·L·N·T (Chowdhery et al. 2022, PaLM, appendix B), the convention named
 ``FLOP_CONVENTION`` and stored with every run. ``6ND`` is the alternative.
@@ -17,10 +17,17 @@ FLOP_CONVENTION = "6P+6NV+12LNT"  # PaLM appendix B, non-embedding P plus unembe
 FLOP_CONVENTION_6ND = "6ND"  # N = non-embedding params
 
 
+def block_params(n_embd):
+    """Parameters of one block, 12N² + 13N: QKV 3N²+3N, proj N²+N, MLP 8N²+5N, two LayerNorms 4N
+    (docs/PARAMETERIZATION.md#parameter-count). The one home of the count: ints stay exact,
+    floats and arrays work too."""
+    return 12 * n_embd * n_embd + 13 * n_embd
+
+
 def n_params_nonembedding(n_embd: int, n_layer: int) -> int:
-    """Exact non-embedding parameters: L·(12N² + 13N) + 2N (per block: QKV 3N²+3N, proj N²+N,
-    MLP 8N²+5N, two LayerNorms 4N; plus the final LayerNorm 2N)."""
-    return n_layer * (12 * n_embd * n_embd + 13 * n_embd) + 2 * n_embd
+    """Exact non-embedding parameters: L·(12N² + 13N) + 2N (:func:`block_params` per block, plus
+    the final LayerNorm 2N)."""
+    return n_layer * block_params(n_embd) + 2 * n_embd
 
 
 def n_params_embedding(n_embd: int, vocab_size: int, seq_len: int, tied: bool = False) -> int:
@@ -98,7 +105,7 @@ def shape_for_params(n_params: float, ratio: float, d_head: int = 64, width_mult
         else:
             hi = mid
     n_embd = max(step, int(round(lo / step)) * step)
-    per_layer = 12 * n_embd * n_embd + 13 * n_embd
+    per_layer = block_params(n_embd)
     n_layer = max(1, int(round((n_params - 2 * n_embd) / per_layer)))
     return make_shape(n_embd, n_layer, d_head)
 
@@ -113,7 +120,7 @@ def shapes_for_params(n_params: float, d_head: int = 64, width_multiple: int | N
     out: list[Shape] = []
     n_embd = step
     while True:
-        per_layer = 12 * n_embd * n_embd + 13 * n_embd
+        per_layer = block_params(n_embd)
         n_layer = int(round((n_params - 2 * n_embd) / per_layer))
         if n_layer < max(1, min_layer):
             break

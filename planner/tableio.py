@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from planner.errors import CpPlanError
+from planner.shapes import FLOP_CONVENTION_6ND, block_params
 
 TEXT, INT, FLOAT = "text", "int", "float"
 
@@ -99,7 +100,6 @@ _COUNTS = ("n_params", "n_tokens", "flops")
 MAX_CSV_CELL = 16 << 20  # bytes in one CSV cell
 _SOURCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline in
 TRAINED_SOURCE = "trained"
-FLOP_CONVENTION_6ND = "6ND"
 
 TABLE_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -270,7 +270,7 @@ def count_params(param_count: str, n_embd, n_layer) -> np.ndarray:
     n = np.asarray(n_embd, dtype=float)
     layers = np.asarray(n_layer, dtype=float)
     if param_count == "gpt2-12N2":
-        return layers * (12.0 * n * n + 13.0 * n) + 2.0 * n
+        return layers * block_params(n) + 2.0 * n
     if param_count == "swiglu":
         return layers * (4.0 * n * n + 3.0 * n * swiglu_hidden(n) + 2.0 * n) + n
     raise CpPlanError(f"--param-count {param_count!r} is not one of {', '.join(PARAM_COUNTS)}")

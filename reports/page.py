@@ -363,6 +363,19 @@ def _interval(lo, hi, fmt=_pct) -> str:
     return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
+def _planview_html(make, plan: dict) -> str | None:
+    """A table of planner.planview (the presenter the terminal's `recommend --details` uses too) as
+    HTML; None when the plan lacks what it shows (an older or partial plan: shown generically)."""
+    try:
+        t = make(plan)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    if t is None:
+        return None
+    out = f"<h3>{esc(t.title)}</h3>" + html_table(pd.DataFrame(t.rows, columns=t.columns), text_cols=tuple(t.columns))
+    return out + (_note(esc(t.caption)) if t.caption else "")
+
+
 def section_plan(plan, why_missing: str = "", curves: pd.DataFrame | None = None) -> str:
     """The plan as tables: the pick, the band per parameterization, savings, per-group
     hyperparameters, alternatives with why each lost, assumptions and warnings, and a figure of
@@ -374,6 +387,7 @@ def section_plan(plan, why_missing: str = "", curves: pd.DataFrame | None = None
         return _section("plan", _empty("plan", why_missing or "Pass <code>--params P --hardware H</code> "
                         "to put the recommendation for a target in the report."))
     d = dict(d)
+    full = dict(d)  # planner.planview reads the whole plan, as the terminal's --details does
     body = []
     if "n_embd" in d and "n_layer" in d:
         lo_hi = d.get("predicted_loss_interval") or [None, None]
@@ -406,7 +420,11 @@ def section_plan(plan, why_missing: str = "", curves: pd.DataFrame | None = None
                   "n_tokens", "flops", "flop_convention", "predicted_loss", "predicted_loss_interval", "reason"):
             d.pop(k, None)
     band = d.pop("band", None)
-    if isinstance(band, dict) and band:
+    from planner import planview as pv
+
+    if isinstance(band, dict) and band and _planview_html(pv.band_table, full) is not None:
+        body.append(_planview_html(pv.band_table, full))
+    elif isinstance(band, dict) and band:
         rows = [{"parameterization": an.param_label(k), "N:L from": b.get("ratio_min"),
                  "N:L to": b.get("ratio_max"), "best N:L": b.get("best_ratio"), "best loss": b.get("best_loss"),
                  "trained N:L": _flat(b.get("trained_range")), "runs": b.get("n_runs")}
@@ -415,7 +433,9 @@ def section_plan(plan, why_missing: str = "", curves: pd.DataFrame | None = None
         body.append(html_table(pd.DataFrame(rows), text_cols=("parameterization", "trained N:L"),
                                formats={"N:L from": _sci, "N:L to": _sci, "best N:L": _sci}))
     savings = d.pop("savings", None)
-    if isinstance(savings, dict) and savings:
+    if isinstance(savings, dict) and savings and _planview_html(pv.savings_table, full) is not None:
+        body.append(_planview_html(pv.savings_table, full))
+    elif isinstance(savings, dict) and savings:
         rows = [{"versus": an.param_label(k), "saved": s.get("fraction"),
                  "interval": _interval(s.get("low"), s.get("high")), "6ND figure": s.get("fraction_6nd"),
                  "N:L": s.get("ratio"), "reachable": s.get("reachable")}

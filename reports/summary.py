@@ -1,7 +1,7 @@
 """The reproduction summary: each experiment's number beside the paper's, as markdown.
 
 Quotes the same numbers the HTML report draws (``reports.analysis``, ``reports.build``), so the
-two never disagree. Reference values are PARAMETERIZATION.md's (Dey et al. 2025, arXiv
+two never disagree. Reference values are docs/PARAMETERIZATION.md's (Dey et al. 2025, arXiv
 2505.01618; secondary sources, to be checked against the PDF before quoting further).
 """
 

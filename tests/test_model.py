@@ -1,4 +1,4 @@
-"""The GPT applies PARAMETERIZATION.md: counts, groups, init stds, multipliers, attention scale."""
+"""The GPT applies docs/PARAMETERIZATION.md: counts, groups, init stds, multipliers, attention scale."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def test_attention_uses_the_rules_scale():
 
 
 def test_base_shape_identity_sp_mup_completep():
-    """At m_N = m_L = 1 the three build the same network and optimizer (PARAMETERIZATION.md)."""
+    """At m_N = m_L = 1 the three build the same network and optimizer (docs/PARAMETERIZATION.md)."""
     logits, groups = {}, {}
     idx = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(3))
     for name in ("sp", "mup", "completep"):

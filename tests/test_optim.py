@@ -56,7 +56,7 @@ def test_groups_equal_the_rules(parameterization, alpha, n_embd, n_layer, base_n
             rule.lr, rule.lr, rule.weight_decay, rule.eps)
         assert group["betas"] == (0.9, 0.95)
 
-    # ... and the rules are Table 1 (spot checks written from PARAMETERIZATION.md directly)
+    # ... and the rules are Table 1 (spot checks written from docs/PARAMETERIZATION.md directly)
     hidden = by_name["hidden_weight"]
     if parameterization == "sp":
         assert hidden["lr"] == pytest.approx(2e-3) and hidden["eps"] == pytest.approx(1e-6)

@@ -1,4 +1,4 @@
-"""The resolved rules equal PARAMETERIZATION.md's Table 1, group by group."""
+"""The resolved rules equal docs/PARAMETERIZATION.md's Table 1, group by group."""
 
 import math
 

@@ -6,7 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
-from cli import _fmt_cell, app
+from cli import app
+from commands.common import fmt_cell
 
 
 def _out(*args: str) -> str:
@@ -28,7 +29,7 @@ def test_runs_show_says_one_thread():
     run_id = json.loads(_out("runs", "list", "--json", "--where", "source=trained", "--limit", "1"))[0]["run_id"]
     text = _out("runs", "show", run_id)
     assert "1 threads" not in text
-    assert _fmt_cell("cpu (1 threads)") == "cpu (1 thread)" and _fmt_cell("cpu (11 threads)") == "cpu (11 threads)"
+    assert fmt_cell("cpu (1 threads)") == "cpu (1 thread)" and fmt_cell("cpu (11 threads)") == "cpu (11 threads)"
 
 
 def test_fit_table_counts_points_and_names_the_residual_scale():

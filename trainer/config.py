@@ -2,7 +2,7 @@
 
 A run is fully described by a :class:`TrainConfig`; the whole config is stored with the run, and
 :meth:`TrainConfig.config_hash` (over the fields that change the measurement) lets a sweep skip a
-run that is already done. Shapes and hyperparameters use the names of PARAMETERIZATION.md and
+run that is already done. Shapes and hyperparameters use the names of docs/PARAMETERIZATION.md and
 nanoGPT: ``n_embd`` = N, ``n_layer`` = L, ``base_*`` = the base shape whose hyperparameters
 (``lr`` = η_base, ``init_std`` = σ_base, ``weight_decay`` = λ_base, ``eps`` = ε_base) are tuned.
 """
@@ -167,7 +167,7 @@ class TrainConfig:
 
     @property
     def n_params(self) -> int:
-        """Exact non-embedding parameter count of this shape (PARAMETERIZATION.md, Counting)."""
+        """Exact non-embedding parameter count of this shape (docs/PARAMETERIZATION.md, Counting)."""
         if self.bias:
             return n_params_nonembedding(self.n_embd, self.n_layer)
         # Without linear biases each block loses 3N (QKV) + N (proj) + 4N (MLP up) + N (down).

@@ -7,7 +7,7 @@ asks for, each applied in exactly one visible place:
 - residual branches: ``x + m_L^(−α) · F(LN(x))`` (``Block.forward``; a constant, not a parameter);
 - attention logits scaled by 1/d_head (μP, depth-α) or 1/√d_head (SP) (``CausalSelfAttention``);
 - embedding output times α_in and logits times α_out / m_N (``GPT.forward``, used by training,
-  evaluation and :meth:`GPT.generate` alike: PARAMETERIZATION.md, choice 3);
+  evaluation and :meth:`GPT.generate` alike: docs/PARAMETERIZATION.md, choice 3);
 - init std per parameter group (:meth:`GPT.init_weights`); no 1/√(2L) init anywhere (choice 2).
 
 Every parameter name maps to exactly one group of :data:`planner.rules.GROUPS` through
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from planner.errors import CpPlanError
 from planner.rules import GROUPS, Rules
 
-# Parameter name -> group (PARAMETERIZATION.md, choice 6). Names are matched in full after
+# Parameter name -> group (docs/PARAMETERIZATION.md, choice 6). Names are matched in full after
 # stripping wrapper prefixes (torch.compile's "_orig_mod.", DDP's "module.").
 _GROUP_PATTERNS: tuple[tuple[re.Pattern, str], ...] = tuple(
     (re.compile(pattern), group)
@@ -178,7 +178,7 @@ class GPT(nn.Module):
         """Sample ``max_new_tokens`` continuations of ``idx`` (B, T0).
 
         Uses :meth:`forward`, so the logit multiplier α_out/m_N applies here exactly as in training
-        (PARAMETERIZATION.md, choice 3; the reference code drops it at generation, a bug).
+        (docs/PARAMETERIZATION.md, choice 3; the reference code drops it at generation, a bug).
         ``temperature=0`` is greedy decoding.
         """
         for _ in range(max_new_tokens):

@@ -1,7 +1,7 @@
 """AdamW parameter groups from the parameterization rules, and the shared LR schedule.
 
 Each of Table 1's groups (Dey et al. 2025, arXiv 2505.01618) becomes one AdamW group with its own
-peak LR, coupled weight decay and ε (PARAMETERIZATION.md, choice 4: per-group ε). The schedule is a
+peak LR, coupled weight decay and ε (docs/PARAMETERIZATION.md, choice 4: per-group ε). The schedule is a
 single scalar; at step t every group's LR is ``schedule(t) × peak LR of the group`` (choice 8).
 """
 

@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 from planner.errors import CpPlanError
-from planner.shapes import Shape, make_shape
+from planner.shapes import Shape, block_params, make_shape
 
 # ---------------------------------------------------------------------------- scales
 
@@ -155,7 +155,7 @@ def shape_ladder(n_params: float, d_head: int, tolerance: float) -> list[Shape]:
     best: dict[float, Shape] = {}
     n_embd = d_head
     while True:
-        per_layer = 12 * n_embd * n_embd + 13 * n_embd
+        per_layer = block_params(n_embd)
         if per_layer + 2 * n_embd > n_params * tolerance:
             break
         lo = max(1, math.ceil((n_params / tolerance - 2 * n_embd) / per_layer))

@@ -8,13 +8,12 @@ and whether to trust them (``warnings``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from planner.errors import CpPlanError
+from planner.plainjson import plain
 
 JSON_FORMAT = "cp-plan-fit/1"
 
@@ -24,22 +23,7 @@ def _num(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _plain(x: Any) -> Any:
-    """Plain JSON: NaN/inf -> None, numpy scalars and arrays -> Python scalars and lists."""
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _plain(x.tolist())
-    return x
+
 
 
 # Law objects by name, filled by planner.laws (the registry on top): results evaluate through the
@@ -161,7 +145,7 @@ class FitResult:
 
     def to_json(self) -> dict:
         """Plain JSON (dicts, lists, numbers, strings, null for NaN); :meth:`from_json` inverts it."""
-        return _plain({
+        return plain({
             "format": JSON_FORMAT,
             "law": self.law,
             "names": list(self.names),

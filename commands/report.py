@@ -1,0 +1,200 @@
+"""`cp-plan report` and `cp-plan reproduce`: the HTML report and the paper's experiments (reports, trainer.reproduce)."""
+
+# (no `from __future__ import annotations`: typer would eval every string annotation of every command at each start)
+
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from commands.common import bootstrap_checked, DbOpt, emit_json, JsonOpt, need_torch, WorkersOpt
+from planner.errors import CpPlanError
+
+# ---------------------------------------------------------------- report (reports)
+# (report and reproduce commands go here)
+
+
+def report(
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (self-contained: plotly.js inlined, opens offline).")] = Path("report.html"),
+    db: DbOpt = None,
+    laws: Annotated[Optional[str], typer.Option("--laws", help="Shape-laws file (`cp-plan fit --law shape --out`); default: the database's cached laws, refitted when it changed.")] = None,
+    params: Annotated[Optional[float], typer.Option("--params", help="Include the plan for this many non-embedding parameters (with --hardware).")] = None,
+    hardware: Annotated[Optional[str], typer.Option("--hardware", help="Hardware profile of the plan: flat, weight-streaming, gpu, latency, memory or a .toml/.json file.")] = None,
+    parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape.")] = "completep",
+    band_criterion: Annotated[str, typer.Option("--band-criterion", metavar="compute|deficit|loss", help="Band criterion: compute (default: reaching the best shape's loss costs at most --max-overhead more training compute than the cheapest shape; scale-free), deficit (only the compute to make up the loss deficit, FLOPs per token not compared) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")] = "compute",
+    max_overhead: Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")] = 0.2,
+    tolerance: Annotated[float, typer.Option(help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
+    confidence: Annotated[float, typer.Option(help="The pick must be in the band for at least this share of the laws' samples.")] = 0.9,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", callback=bootstrap_checked, help="Bootstrap refits when the shape laws must be (re)fitted (seeded).")] = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the HTML report: loss vs N:L, frontiers, FLOP savings, LR transfer, coordinate checks, plan, runs."""
+    from planner.db import RunDB
+    from planner.hardware import load_profile
+    from planner.lawcache import load_laws
+    from planner.recommend import Target, recommend as plan_for
+
+    if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise CpPlanError(f"--tolerance {tolerance} must be a relative loss in [0, 1), e.g. 0.01 for 1%")
+    if (params is None) != (hardware is None):
+        raise CpPlanError("the plan table needs both --params and --hardware (e.g. --params 1.5e9 "
+                          "--hardware weight-streaming); give both or neither")
+    target = Target(n_params=params, parameterization=parameterization, band_criterion=band_criterion.strip().lower(),
+                    max_overhead=max_overhead, tolerance=tolerance, confidence=confidence) if params is not None else None
+    profile = load_profile(hardware) if hardware is not None else None
+    rundb = RunDB(db, create=False)
+    notes: list[str] = []
+    try:
+        lawset = load_laws(db=db, laws_path=laws, bootstrap=bootstrap,
+                           on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
+        notes += lawset.notes
+    except CpPlanError as exc:
+        if laws is not None:  # an explicit laws file that cannot be read is the user's error
+            raise
+        lawset = None
+        notes.append(f"no shape laws: {exc}")
+    plan = None
+    if target is not None:
+        if lawset is None:
+            notes.append("no plan: it needs shape laws (see above)")
+        else:
+            try:
+                plan = plan_for(target, profile, lawset.laws, lawset.context, lawset.meta)
+            except CpPlanError as exc:
+                notes.append(f"no plan: {exc}")
+    from reports.build import build_report
+    from reports.page import sections_present, write_report
+
+    page = build_report(rundb, lawset, plan, tolerance=tolerance, notes=notes)
+    path = write_report(out, page)
+    present = sections_present(page)
+    if json_out:
+        emit_json({"out": str(path), "bytes": len(page.encode()), "sections": present, "notes": notes})
+        return
+    for note in notes:
+        typer.echo(f"cp-plan: note: {note}", err=True)
+    shown = [k for k, v in present.items() if v]
+    missing = [k for k, v in present.items() if not v]
+    typer.echo(f"wrote {path} ({len(page.encode()) / 1e6:.1f} MB, opens offline): "
+               f"{', '.join(shown) or 'no sections with data'}"
+               + (f"; no data yet for {', '.join(missing)}" if missing else ""))
+
+
+def reproduce(
+    scale: Annotated[str, typer.Option("--scale", help="tiny (a minute), cpu (english corpus, ~7 CPU-hours; build it into its own --db), cpu-kjv (the shipped database) or gpu.")] = "cpu",
+    workers: WorkersOpt = 2,
+    only: Annotated[Optional[str], typer.Option("--only", help="Comma list of steps: shape,lr,coord (the base-LR scan always runs).")] = None,
+    report_dir: Annotated[Optional[str], typer.Option("--report-dir", help="Where the HTML report and markdown summary go (default: reports/ for the default database, else reports/<database name>/).")] = None,
+    report_only: Annotated[bool, typer.Option("--report-only", help="Train nothing; refit the laws and rewrite the report and summary.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Train nothing; print the plan per step: runs, runs done, tokens, estimated CPU-hours left.")] = False,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the paper's experiments at a scale (resumable), then fit the laws and write the report."""
+    from planner.db import RunDB
+    from trainer.reproduce import get_scale, run_reproduction
+
+    steps = tuple(s.strip() for s in only.split(",")) if only else None
+    if steps and not set(steps) <= {"shape", "lr", "coord"}:
+        raise CpPlanError(f"--only {only!r}: steps are shape, lr, coord")
+    if dry_run:
+        from trainer.reproduce import dry_run as plan_of
+
+        db_arg = db or os.environ.get("CP_PLAN_DB")
+        from planner.db import DEFAULT_DB_PATH
+
+        exists = bool(db_arg and "://" in db_arg) or Path(db_arg or DEFAULT_DB_PATH).is_file()
+        plan = plan_of(get_scale(scale), RunDB(db, create=False) if exists else None)
+        if json_out:
+            emit_json(plan)
+            return
+        for name, st in {**plan["steps"], "total": plan["total"]}.items():
+            typer.echo(f"{name:18s} {st['runs']:4d} runs, {st['done']:4d} done, {st['n_tokens']:.3g} tokens, "
+                       f"{st['cpu_hours']:.2f} CPU-h planned, {st['cpu_hours_left']:.2f} left")
+        typer.echo("(estimate: 1 thread per run on this project's 2-core machine; bracketing adds shapes, "
+                   "coordinate checks take minutes)")
+        return
+    need_torch()
+    rundb = RunDB(db)
+    if report_dir is None:
+        report_dir = _default_report_dir(db)
+    summary = {}
+    if not report_only:
+        summary = run_reproduction(get_scale(scale), rundb, workers, steps,
+                                   log=lambda m: typer.echo(m, err=True))
+    summary["written"] = _write_reproduction_reports(rundb, db, Path(report_dir))
+    if json_out:
+        emit_json(summary)
+    else:
+        if "base_lr" in summary:
+            typer.echo(f"reproduction at scale {scale} done: η_base = {summary['base_lr']:g}")
+        typer.echo("wrote " + ", ".join(summary["written"]))
+
+
+def _default_report_dir(db: Optional[str]) -> str:
+    """reports/ for the default database; reports/<name>/ for another, so building a new database
+    (e.g. --db data/runs/cpu-english.sqlite) never overwrites the shipped report."""
+    from planner.db import DEFAULT_DB_PATH
+
+    db_arg = db or os.environ.get("CP_PLAN_DB")
+    if not db_arg or ("://" not in db_arg and Path(db_arg).resolve() == DEFAULT_DB_PATH.resolve()):
+        return "reports"
+    name = Path(db_arg.split("?")[0].rstrip("/")).stem or "db"
+    return str(Path("reports") / re.sub(r"[^A-Za-z0-9._-]", "_", name))
+
+
+def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list[str]:
+    """Fit (or load cached) shape laws, plan 1.5B for weight-streaming and latency, and write
+    the HTML report and the markdown summary side by side."""
+    from planner.lawcache import load_laws
+    from planner.recommend import Target, recommend as plan_for
+    from reports.build import build_report
+    from reports.page import write_report
+    from reports.summary import build_summary
+
+    notes: list[str] = []
+    try:
+        lawset = load_laws(db=db, on_fit=lambda m: typer.echo(m, err=True))
+    except CpPlanError as exc:
+        lawset, notes = None, [f"no shape laws: {exc}"]
+    plans = {}
+    if lawset is not None:
+        for hw in ("weight-streaming", "latency"):
+            try:
+                plans[hw] = plan_for(Target(n_params=1.5e9), hw, lawset.laws, lawset.context, lawset.meta)
+            except CpPlanError as exc:
+                notes.append(f"no {hw} plan: {exc}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html = write_report(out_dir / "reproduction.html",
+                        build_report(rundb, lawset, plans.get("weight-streaming"), notes=notes))
+    text = build_summary(rundb, lawset)
+    if plans:
+        text += "\n## Plans at 1.5B non-embedding parameters from these runs\n\n"
+        for hw, plan in plans.items():
+            d = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
+            sv = d.get("savings", {}) or {}
+            parts = []
+            for k, v in sv.items():
+                if isinstance(v, dict) and v.get("fraction") is not None:
+                    parts.append(f"{k}: {100 * v['fraction']:.1f}% [{100 * v.get('low', float('nan')):.1f}, "
+                                 f"{100 * v.get('high', float('nan')):.1f}]"
+                                 + ("" if v.get("significant") else " (not significant)"))
+            x = d.get("extrapolation") or {}
+            text += (f"- `{hw}`: N = {d.get('n_embd')}, L = {d.get('n_layer')}, N:L = {d.get('ratio', float('nan')):.3g}, "
+                     f"predicted loss {d.get('predicted_loss', float('nan')):.4g} {d.get('loss_unit', '')} "
+                     f"[{d['predicted_loss_interval'][0]:.4g}, {d['predicted_loss_interval'][1]:.4g}], "
+                     f"{(x.get('n_params') or float('nan')):.3g}x the largest run; savings {'; '.join(parts) or '—'}\n")
+        crit = next(iter(plans.values())).to_dict()["criterion"]
+        text += f"\nBand criterion: {crit.get('description', '')}.\n"
+    md = out_dir / "REPRODUCTION.md"
+    from planner.fileio import write_atomic
+
+    write_atomic(md, text)
+    return [str(html), str(md)]
+
+
+
