@@ -200,6 +200,24 @@ def _is_stale(status: str, worker: str | None, lease: str | None, updated_at: st
     return (updated_at or "") < cutoff
 
 
+def queue_state(status: str, attempts: int | None, stale: bool, max_attempts: int) -> str:
+    """Where one run row stands in the queue (pure; ``stale``: a 'running' row nobody trains any
+    more, :func:`_is_stale`): 'done' or 'diverged' (finished); 'running' (a live worker holds
+    it); 'claimable' (pending; failed or abandoned with attempts left); 'abandoned' (abandoned
+    with its attempts used up: to be marked failed); 'failed' (its attempts used up). Enqueue,
+    claim and queue_status all decide from it."""
+    tries = attempts or 0
+    if status in ("done", "diverged"):
+        return status
+    if status == "running":
+        if not stale:
+            return "running"
+        return "claimable" if tries < max_attempts else "abandoned"
+    if status == "failed":
+        return "claimable" if 0 < tries < max_attempts else "failed"
+    return "claimable"  # pending
+
+
 def _advisory_key(text: str) -> int:
     """A signed 64-bit key for pg_advisory_xact_lock derived from ``text``."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
@@ -786,11 +804,13 @@ class RunDB:
 
     @staticmethod
     def _enqueue_one(conn, new_row: dict, rows, now: str) -> tuple[str, str]:
-        for r in rows:
-            if r.status in ("done", "diverged"):
+        states = [queue_state(r.status, 0, _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now),
+                              DEFAULT_MAX_ATTEMPTS) for r in rows]  # attempts are reset on a re-queue
+        for r, state in zip(rows, states):
+            if state in ("done", "diverged"):
                 return r.run_id, "skipped"
-        for r in rows:
-            if r.status == "running" and not _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now):
+        for r, state in zip(rows, states):
+            if state == "running":
                 return r.run_id, "held"
         for r in rows:
             if r.status in ("pending", "failed", "running"):
@@ -837,18 +857,17 @@ class RunDB:
                 busy = {r.config_hash for r in rows if r.status == "running" and r.run_id not in stale}
                 chosen = None
                 for r in rows:
-                    tries = r.attempts or 0
                     if r.config_hash in finished or r.config_hash in busy:
                         continue
-                    if r.status == "running" and tries >= max_attempts:
+                    state = queue_state(r.status, r.attempts, r.run_id in stale, max_attempts)
+                    if state == "abandoned":
                         conn.execute(sa.update(runs_table).where(
                             c.run_id == r.run_id, c.status == "running", c.worker == r.worker).values(
                             status="failed", lease_expires_at=None, updated_at=now, rev=c.rev + 1,
                             reason=f"abandoned by worker {r.worker} (lease expired or process gone) on "
-                                   f"attempt {tries} of {max_attempts}; not retried again"))
+                                   f"attempt {r.attempts or 0} of {max_attempts}; not retried again"))
                         continue
-                    if (r.status == "pending" or (r.status == "failed" and 0 < tries < max_attempts)
-                            or r.run_id in stale):
+                    if state == "claimable":
                         chosen = r
                         break
                 if chosen is None:
@@ -891,14 +910,9 @@ class RunDB:
         out: dict[str, dict] = {}
         for r in rows:
             tries = r.attempts or 0
-            if r.status == "running":
-                state = "pending" if _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now) else "running"
-                if state == "pending" and tries >= max_attempts:
-                    state = "failed"
-            elif r.status == "failed":
-                state = "pending" if 0 < tries < max_attempts else "failed"
-            else:
-                state = r.status
+            stale = _is_stale(r.status, r.worker, r.lease_expires_at, r.updated_at, now)
+            state = queue_state(r.status, tries, stale, max_attempts)
+            state = {"claimable": "pending", "abandoned": "failed"}.get(state, state)
             prev = out.get(r.config_hash)
             if prev is None or rank[state] < rank[prev["state"]]:
                 out[r.config_hash] = {"state": state, "run_id": r.run_id, "loss": r.loss, "reason": r.reason,

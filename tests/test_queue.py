@@ -325,3 +325,17 @@ def test_slurm_executor_parameters(tmp_path, monkeypatch):
     assert [parse_time_min(t) for t in ("90", "30:00", "4:00:00", "1-12", "1-12:30", "0:00:30")] == [90, 30, 240, 2160, 2190, 1]
     with pytest.raises(CpPlanError, match="--time 'soon' is not a Slurm time"):
         parse_time_min("soon")
+
+
+@pytest.mark.parametrize("status, attempts, stale, want", [
+    ("done", 1, False, "done"), ("diverged", 2, False, "diverged"),
+    ("running", 1, False, "running"), ("running", 1, True, "claimable"), ("running", 2, True, "abandoned"),
+    ("failed", 1, False, "claimable"), ("failed", 2, False, "failed"), ("failed", 0, False, "failed"),
+    ("pending", 0, False, "claimable"), ("pending", 5, False, "claimable"),
+])
+def test_queue_state_is_one_pure_decision(status, attempts, stale, want):
+    """The one rule enqueue, claim and queue_status decide from (max_attempts 2): a failed run is
+    retried once; an abandoned one is re-claimed while attempts are left, then marked failed."""
+    from planner.db import queue_state
+
+    assert queue_state(status, attempts, stale, 2) == want
