@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from planner.errors import CpPlanError
-from planner.plainjson import plain
+from planner.plainjson import plain, stored_config
 
 CACHE_FORMAT = "cp-plan-laws"
 CACHE_VERSION = 5  # 3: reference form mixture + parameterization gaps (planner.planlaws); 5: extrapolation terms
@@ -399,13 +399,9 @@ def _config_values(sub, name: str) -> list:
         return []
     vals = set()
     for raw in sub["config_json"].tolist():
-        if isinstance(raw, str) and raw:
-            try:
-                v = (json.loads(raw) or {}).get(name)
-            except (ValueError, AttributeError):
-                v = None
-            if v is not None:
-                vals.add(str(v))
+        v = (stored_config(raw) or {}).get(name)
+        if v is not None:
+            vals.add(str(v))
     return sorted(vals)
 
 
@@ -415,13 +411,7 @@ def base_hparams(sub) -> dict | None:
     shape, and ``lr`` None when none of them records a base LR."""
     rows = []
     for _, r in sub.iterrows():
-        cfg: dict[str, Any] = {}
-        raw = r.get("config_json") if "config_json" in sub.columns else None
-        if isinstance(raw, str) and raw:
-            try:
-                cfg = json.loads(raw) or {}
-            except ValueError:
-                cfg = {}
+        cfg: dict[str, Any] = stored_config(r.get("config_json") if "config_json" in sub.columns else None) or {}
 
         def pick(name):
             v = r.get(name) if name in sub.columns else None

@@ -8,6 +8,7 @@ tuples into lists; anything else is returned as it is.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -36,3 +37,17 @@ def plain(x: Any) -> Any:
         except (TypeError, ValueError):
             return x
     return x
+
+
+def stored_config(raw: Any) -> dict | None:
+    """A run's stored ``config_json`` as a dict, or None when it is missing, is not JSON, is
+    nested beyond the parser's depth or is not an object: readers that only look a field up
+    (seed, corpus, base shape) skip such a run rather than fail. ``planner.db.stored_json`` is
+    the strict reader that names the damaged row."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None

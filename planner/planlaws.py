@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from planner.errors import CpPlanError
+from planner.plainjson import stored_config
 from planner.fit import extrapolation
 from planner.fit import gap as gapfit
 from planner.fit.shape import FORMS, ShapeLaw
@@ -47,13 +48,8 @@ _SHAPE = ShapeLaw()
 
 
 def _config_without_seed(raw) -> str | None:
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        cfg = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(cfg, dict):
+    cfg = stored_config(raw)
+    if cfg is None:
         return None
     cfg = {k: v for k, v in cfg.items() if k not in ("seed", "checkpoint_dir", "device", "compile", "log_every")}
     return json.dumps(cfg, sort_keys=True)
@@ -354,11 +350,8 @@ def _base_of(ctx_base: dict | None, sub) -> tuple[tuple[float, float], str]:
 
 def _pair_key(row, with_seed: bool):
     seed = None
-    if with_seed and isinstance(row.get("config_json"), str):
-        try:
-            seed = json.loads(row["config_json"]).get("seed")
-        except ValueError:
-            seed = None
+    if with_seed:
+        seed = (stored_config(row.get("config_json")) or {}).get("seed")
     def plain(x):  # NaN (a missing value) must compare equal to itself in a key
         return None if x is None or (isinstance(x, float) and math.isnan(x)) else int(x)
 

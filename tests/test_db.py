@@ -95,7 +95,7 @@ def test_not_a_database_is_a_clear_error(tmp_path):
 
 def test_default_location(monkeypatch, tmp_path):
     monkeypatch.delenv("CP_PLAN_DB", raising=False)
-    project = Path(dbmod.__file__).resolve().parent.parent
+    project = Path(dbmod.__file__).resolve().parents[2]  # planner/db/__init__.py
     assert default_db_url() == str(project / "data" / "runs" / "runs.sqlite")
     monkeypatch.setenv("CP_PLAN_DB", str(tmp_path / "env.sqlite"))
     assert RunDB().path == tmp_path / "env.sqlite"

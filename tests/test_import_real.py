@@ -288,17 +288,17 @@ def test_where_takes_comparisons(capsys, monkeypatch, grid, where, ids):
 
 
 def test_where_on_stored_columns_is_in_the_query(monkeypatch, grid):
-    import planner.db as dbmod
+    import planner.db.queries as dbmod  # where RunDB.runs reads its frames
 
     seen = []
-    real = dbmod._read_runs_frame
+    real = dbmod.read_runs_frame
 
     def spy(result, **kw):
         df = real(result, **kw)
         seen.append(len(df))
         return df
 
-    monkeypatch.setattr(dbmod, "_read_runs_frame", spy)
+    monkeypatch.setattr(dbmod, "read_runs_frame", spy)
     df = RunDB(grid).runs(where=[("n_params", ">=", "2e6"), ("n_layer", "!=", "16")], limit=1)
     assert df["run_id"].tolist() == ["r3"] and seen == [1]  # SQL filtered and limited: one row read
 
@@ -378,7 +378,7 @@ def test_imported_runs_without_base_or_lr_serve_every_law_and_the_plan(capsys, m
 
 
 def test_runs_frame_is_the_same_in_any_chunking(monkeypatch, dbpath, tmp_path):
-    import planner.db as dbmod
+    import planner.db.frames as dbmod  # where the frames are read in chunks
 
     rdb, rid = _db_with_imported_and_trained(dbpath)  # extras on 245 rows, none on the trained one
     rdb.import_frame(pd.DataFrame({"n_params": [1e6, 2e6], "n_tokens": [2e7, 4e7], "loss": [3.0, 2.9],

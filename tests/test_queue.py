@@ -146,7 +146,7 @@ def test_enqueue_claim_finish_and_skip(url):
     hashes = [cfg(i)[1] for i in range(3)]
     run = rdb.claim("w:1", 60, config_hashes=hashes)
     assert run["run_id"] == ids[0][0] and run["status"] == "running" and run["attempts"] == 1
-    assert run["worker"] == "w:1" and run["lease_expires_at"] > dbmod._now() and run["config"] == cfg(0)[0]
+    assert run["worker"] == "w:1" and run["lease_expires_at"] > dbmod.now_iso() and run["config"] == cfg(0)[0]
     # a live lease: enqueueing the config again leaves it to its worker
     assert rdb.enqueue(*cfg(0)) == (ids[0][0], "held")
     rdb.finish_run(run["run_id"], "done", loss=3.0, lease_holder="w:1")
@@ -292,7 +292,7 @@ def test_fenced_db_stops_a_worker_that_lost_its_lease(tmp_path):
     with Heartbeat(rdb, rid, me, 0.2) as hb:
         fenced = FencedDB(rdb, rid, me, 0.2, hb)
         fenced.update_run(rid, step=3)  # holds the lease: written, and the lease moves forward
-        assert rdb.get_run(rid)["step"] == 3 and rdb.get_run(rid)["lease_expires_at"] > dbmod._now()
+        assert rdb.get_run(rid)["step"] == 3 and rdb.get_run(rid)["lease_expires_at"] > dbmod.now_iso()
         time.sleep(0.3)
         assert not hb.lost  # the heartbeat keeps renewing a short lease
         with rdb.engine.begin() as conn:  # another worker takes the run over

@@ -88,9 +88,9 @@ class FencedDB:
             return self._db.update_run(run_id, **fields)
         self._check()
         if fields.get("status", "running") == "running":
-            from planner.db import _iso_in  # the lease moves with every progress write
+            from planner.db import iso_in  # the lease moves with every progress write
 
-            fields.setdefault("lease_expires_at", _iso_in(self._lease_s))
+            fields.setdefault("lease_expires_at", iso_in(self._lease_s))
         self._db.update_run(run_id, lease_holder=self._worker, **fields)
 
     def finish_run(self, run_id: str, status: str, **fields) -> None:

@@ -24,11 +24,11 @@ is the plan behind the shipped database, kept so that it stays reproducible run 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 
 from planner.errors import CpPlanError
+from planner.plainjson import stored_config
 from planner.shapes import Shape, block_params, make_shape
 
 # ---------------------------------------------------------------------------- scales
@@ -339,7 +339,7 @@ def check_one_corpus(db, cfg) -> None:
         return
     found = set()
     for text in runs["config_json"].dropna():
-        c = json.loads(text)
+        c = stored_config(text) or {}
         found.add((c.get("corpus", "kjv"), c.get("corpus_sha256")))
     other = found - {(cfg.corpus, cfg.corpus_sha256)}
     if other:

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from planner.errors import CpPlanError
+from planner.plainjson import stored_config
 from trainer.config import TOKENIZER_VOCAB, TrainConfig
 from trainer.sweep import PlannedRun
 
@@ -104,9 +105,9 @@ def training_settings(frame, context: dict | None) -> tuple[dict, list[str]]:
     configs = []
     if frame is not None and "config_json" in getattr(frame, "columns", []):
         for raw in frame["config_json"].tolist():
-            if isinstance(raw, str) and raw:
+            if stored_config(raw) is not None:
                 try:
-                    cfg = TrainConfig.from_dict(json.loads(raw)).to_dict()
+                    cfg = TrainConfig.from_dict(stored_config(raw)).to_dict()
                 except (CpPlanError, ValueError, TypeError):
                     continue
                 configs.append(json.dumps({k: v for k, v in cfg.items() if k not in PER_RUN_FIELDS}, sort_keys=True))
