@@ -1,4 +1,6 @@
-"""Shared fixtures: a scratch PostgreSQL database per test when a server is available.
+"""Shared fixtures and helpers: the CLI run in this process (:func:`run_cli`), the one-line error
+check (:func:`one_line_error`), a scratch database path (``dbpath``), and a scratch PostgreSQL
+database per test when a server is available.
 
 `.ci/run` starts a throw-away PostgreSQL server on loopback and exports CP_PLAN_TEST_PG_URL
 (e.g. postgresql://postgres@127.0.0.1:54329/postgres); without it the PostgreSQL variants of the
@@ -7,10 +9,46 @@ database tests are skipped, with that reason shown in pytest's summary (`-rs`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import uuid
+from unittest import mock
 
 import pytest
+
+
+def run_cli(*args) -> tuple[int, str, str]:
+    """``cp-plan ARGS`` in this process, as the console script runs it (cli.main): (exit code,
+    stdout, stderr). Import it with ``from conftest import run_cli``."""
+    import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.object(sys, "argv", ["cp-plan", *map(str, args)]), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line_error(code: int, err: str, *fragments: str) -> None:
+    """A failed command's contract: exit 1, one ``cp-plan: error: ...`` line on stderr, no
+    traceback, and each of ``fragments`` in it."""
+    assert code == 1, (code, err)
+    assert err.startswith("cp-plan: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, err
+
+
+@pytest.fixture
+def dbpath(tmp_path, monkeypatch):
+    """A path for a new run database (not created), with $CP_PLAN_DB unset."""
+    monkeypatch.delenv("CP_PLAN_DB", raising=False)
+    return tmp_path / "runs.sqlite"
 
 PG_URL = os.environ.get("CP_PLAN_TEST_PG_URL", "").strip()
 PG_SKIP_REASON = ("PostgreSQL tests need a server: set CP_PLAN_TEST_PG_URL=postgresql://user@host:port/db "

@@ -7,13 +7,10 @@ property (ragged rows, extra separators, quoting) is generated with hypothesis.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -29,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-import cli
+from conftest import one_line_error as _one_line_error, run_cli as _cli
 from planner.db import DEFAULT_DB_PATH, RunDB
 from planner.errors import CpPlanError
 from planner.tableio import MAX_COUNT, prepare_import, read_table
@@ -38,25 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 
-def _cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with mock.patch.object(sys, "argv", ["cp-plan", *map(str, args)]), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
-
-
-def _one_line_error(code: int, err: str) -> None:
-    assert code == 1, (code, err)
-    assert err.startswith("cp-plan: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-
-
 @pytest.fixture
-def dbpath(tmp_path) -> Path:
+def seeded_db(tmp_path) -> Path:
     path = tmp_path / "runs.sqlite"
     RunDB(path).import_frame(pd.DataFrame({"run_id": ["keep"], "n_params": [1e6], "n_tokens": [2e7],
                                            "loss": [3.0]}), "before")
@@ -77,22 +57,22 @@ def _state(path) -> tuple:
     ("n_params,n_tokens,loss\n1e6,2e7,3.0\n2e6,4e7,2.9,7\n", 3),   # one field too many
     ("n_params,n_tokens,loss\n1e6,\"2e7,3.0\n", 2),                # an unclosed quote
 ])
-def test_ragged_or_badly_quoted_csv_is_refused(dbpath, tmp_path, text, line):
+def test_ragged_or_badly_quoted_csv_is_refused(seeded_db, tmp_path, text, line):
     f = tmp_path / "t.csv"
     f.write_text(text)
-    before = _state(dbpath)
-    code, _, err = _cli("runs", "import", f, "--source", "x", "--db", dbpath)
+    before = _state(seeded_db)
+    code, _, err = _cli("runs", "import", f, "--source", "x", "--db", seeded_db)
     _one_line_error(code, err)
     assert f"line {line}" in err
-    assert _state(dbpath) == before
+    assert _state(seeded_db) == before
 
 
-def test_quoted_commas_and_blank_lines_import(dbpath, tmp_path):
+def test_quoted_commas_and_blank_lines_import(seeded_db, tmp_path):
     f = tmp_path / "t.csv"
     f.write_text('n_params,n_tokens,loss,notes\n1e6,2e7,3.0,"a, b"\n\n2e6, 4e7,2.9,"say ""hi"""\n')
-    code, out, err = _cli("runs", "import", f, "--source", "x", "--db", dbpath, "--json")
+    code, out, err = _cli("runs", "import", f, "--source", "x", "--db", seeded_db, "--json")
     assert code == 0, err
-    df = RunDB(dbpath).runs(where={"source": "x"})
+    df = RunDB(seeded_db).runs(where={"source": "x"})
     assert df["n_params"].tolist() == [1e6, 2e6] and df["loss"].tolist() == [3.0, 2.9]
     assert df["notes"].tolist() == ["a, b", 'say "hi"']
 
@@ -138,9 +118,9 @@ def _render(values: list[str], mutation: str) -> str:
        mutations=st.lists(st.sampled_from(STRUCTURAL + HARMLESS), min_size=5, max_size=5),
        extra_col=st.booleans())
 def test_generated_csv_structure(tmp_path, rows, mutations, extra_col):
-    dbpath = tmp_path / "h.sqlite"
-    if not dbpath.exists():
-        RunDB(dbpath).import_frame(pd.DataFrame({"n_params": [1e6], "n_tokens": [2e7], "loss": [3.0]}), "before")
+    seeded_db = tmp_path / "h.sqlite"
+    if not seeded_db.exists():
+        RunDB(seeded_db).import_frame(pd.DataFrame({"n_params": [1e6], "n_tokens": [2e7], "loss": [3.0]}), "before")
     header = ["n_params", "n_tokens", "loss"] + (["notes"] if extra_col else [])
     lines = [",".join(header)]
     used = mutations[:len(rows)]
@@ -149,15 +129,15 @@ def test_generated_csv_structure(tmp_path, rows, mutations, extra_col):
         lines.append(_render(values, m))
     f = Path(tempfile.mkdtemp(dir=tmp_path)) / "t.csv"
     f.write_text("\n".join(lines) + "\n")
-    before = _state(dbpath)
+    before = _state(seeded_db)
     source = f"s{next(_SOURCES)}"
-    code, out, err = _cli("runs", "import", f, "--source", source, "--db", dbpath, "--json")
+    code, out, err = _cli("runs", "import", f, "--source", source, "--db", seeded_db, "--json")
     if any(m in STRUCTURAL for m in used):
         _one_line_error(code, err)
-        assert _state(dbpath) == before
+        assert _state(seeded_db) == before
         return
     assert code == 0, err
-    df = RunDB(dbpath).runs(where={"source": source})
+    df = RunDB(seeded_db).runs(where={"source": source})
     assert df["n_params"].tolist() == [r[0] for r in rows]
     assert df["n_tokens"].tolist() == [r[1] for r in rows]
     assert df["loss"].tolist() == [r[2] for r in rows]
@@ -166,7 +146,7 @@ def test_generated_csv_structure(tmp_path, rows, mutations, extra_col):
 # ------------------------------------------------------------------ 2. internal columns
 
 
-def test_internal_columns_are_refused_with_a_value_and_ignored_when_empty(dbpath):
+def test_internal_columns_are_refused_with_a_value_and_ignored_when_empty(seeded_db):
     df = pd.DataFrame({"n_params": [1e6], "n_tokens": [2e7], "loss": [3.0], "status": ["done"],
                        "config_hash": ["0123456789abcdef"]})
     with pytest.raises(CpPlanError, match=r"column 'config_hash' is internal .*--rename config_hash=orig_config_hash"):
@@ -177,7 +157,7 @@ def test_internal_columns_are_refused_with_a_value_and_ignored_when_empty(dbpath
     empty = df.assign(config_hash=[None], worker=[float("nan")])
     plan = prepare_import(empty, "x")
     assert plan.ignored_columns == ("config_hash", "worker")
-    db = RunDB(dbpath)
+    db = RunDB(seeded_db)
     db.import_plan(plan)
     run = db.get_run("x-0")
     assert run["config_hash"] is None and run["worker"] is None
@@ -345,13 +325,13 @@ def test_read_only_database_and_folder(tmp_path):
         shutil.rmtree(base)
 
 
-def test_reading_a_writable_database_leaves_no_side_files(dbpath):
-    code, _, err = _cli("runs", "list", "--db", dbpath)
+def test_reading_a_writable_database_leaves_no_side_files(seeded_db):
+    code, _, err = _cli("runs", "list", "--db", seeded_db)
     assert code == 0, err
     import gc
 
     gc.collect()
-    assert sorted(p.name for p in dbpath.parent.iterdir()) == ["runs.sqlite"]
+    assert sorted(p.name for p in seeded_db.parent.iterdir()) == ["runs.sqlite"]
 
 
 # ------------------------------------------------------------------ 7. atomic output files
@@ -504,15 +484,15 @@ def test_import_is_column_wise_and_bounded(tmp_path):
     assert got["n_params"].tolist() == pytest.approx(df["n_params"].tolist()[-2:], rel=1e-15)
 
 
-def test_runs_list_limit_is_in_the_query(dbpath):
-    import sqlalchemy as sa
+def test_runs_list_limit_is_in_the_query(seeded_db):
+    pass
 
-    db = RunDB(dbpath)
+    db = RunDB(seeded_db)
     db.import_frame(pd.DataFrame({"n_params": [1e6] * 50, "n_tokens": [2e7] * 50, "loss": [3.0] * 50}), "more")
     seen = []
     with mock.patch.object(RunDB, "_make_engine", autospec=True,
                            side_effect=lambda self, orig=RunDB._make_engine: _spy(orig(self), seen)):
-        code, out, err = _cli("runs", "list", "--limit", "2", "--json", "--db", dbpath)
+        code, out, err = _cli("runs", "list", "--limit", "2", "--json", "--db", seeded_db)
     assert code == 0, err
     assert [r["run_id"] for r in json.loads(out)] == ["more-48", "more-49"]
     runs_queries = [s for s in seen if "FROM runs" in s and "run_id" in s and "count" not in s.lower()]
@@ -545,9 +525,9 @@ def test_a_closed_pipe_exits_0(tmp_path):
     assert first and err == ""
 
 
-def test_memory_error_is_one_line(dbpath, monkeypatch):
+def test_memory_error_is_one_line(seeded_db, monkeypatch):
     monkeypatch.setattr(RunDB, "runs", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
-    code, _, err = _cli("runs", "list", "--db", dbpath)
+    code, _, err = _cli("runs", "list", "--db", seeded_db)
     _one_line_error(code, err)
     assert "out of memory" in err
 
@@ -559,25 +539,25 @@ def test_memory_error_is_one_line(dbpath, monkeypatch):
     ("dup.csv", "n_params,n_tokens,loss,loss\n1e6,2e7,3.1,2.9\n"),
     ("dup.jsonl", '{"n_params": 1e6, "n_tokens": 2e7, "loss": 3.1, "loss": 2.9}\n'),
 ])
-def test_duplicate_columns_or_keys_are_refused(dbpath, tmp_path, name, text):
+def test_duplicate_columns_or_keys_are_refused(seeded_db, tmp_path, name, text):
     """Issue 17 item 5: CSV headers and JSONL keys named twice (pandas and json keep one silently)."""
     bad = tmp_path / name
     bad.write_text(text)
-    before = _state(dbpath)
-    code, out, err = _cli("runs", "import", str(bad), "--db", str(dbpath))
+    before = _state(seeded_db)
+    code, out, err = _cli("runs", "import", str(bad), "--db", str(seeded_db))
     _one_line_error(code, err)
     assert "loss" in err and "twice" in err
-    assert _state(dbpath) == before
+    assert _state(seeded_db) == before
 
 
 @pytest.mark.parametrize("source", ["evil\n", "a\nb", "x\r"])
-def test_source_with_a_newline_is_refused(dbpath, tmp_path, source):
+def test_source_with_a_newline_is_refused(seeded_db, tmp_path, source):
     good = tmp_path / "ok.csv"
     good.write_text("n_params,n_tokens,loss\n1e6,2e7,3.1\n")
-    before = _state(dbpath)
-    code, out, err = _cli("runs", "import", str(good), "--db", str(dbpath), "--source", source)
+    before = _state(seeded_db)
+    code, out, err = _cli("runs", "import", str(good), "--db", str(seeded_db), "--source", source)
     assert code != 0 and "source" in err
-    assert _state(dbpath) == before
+    assert _state(seeded_db) == before
 
 
 def test_export_then_import_keeps_the_flop_convention(tmp_path):
@@ -615,15 +595,15 @@ def test_issue_17_tracebacks_are_one_line_errors(tmp_path, make, args, match):
     assert match in err
 
 
-def test_where_beyond_sqlite_integers_compares_as_a_number(dbpath):
-    code, out, err = _cli("runs", "list", "--where", "n_layer>1e19", "--db", dbpath, "--json")
+def test_where_beyond_sqlite_integers_compares_as_a_number(seeded_db):
+    code, out, err = _cli("runs", "list", "--where", "n_layer>1e19", "--db", seeded_db, "--json")
     assert code == 0, err
     assert json.loads(out) == []
 
 
-def test_a_non_utf8_byte_in_where_is_a_one_line_error(dbpath):
+def test_a_non_utf8_byte_in_where_is_a_one_line_error(seeded_db):
     """Issue 17 item 6: a byte the terminal could not decode reaches typer surrogate-escaped."""
-    code, out, err = _cli("runs", "list", "--where", "source=\udcff", "--db", dbpath)
+    code, out, err = _cli("runs", "list", "--where", "source=\udcff", "--db", seeded_db)
     _one_line_error(code, err)
     assert "UTF-8" in err
 
@@ -648,13 +628,13 @@ LONG = "a" * 300
     ["runs", "snapshot", "{t}/" + LONG + ".sqlite", "--db", "{db}"],
     ["runs", "import", "{t}/" + LONG + ".csv", "--db", "{db}"],
 ])
-def test_file_names_over_255_bytes_are_one_line_errors(tmp_path, dbpath, args):
+def test_file_names_over_255_bytes_are_one_line_errors(tmp_path, seeded_db, args):
     """Issue 17 item 6: ENAMETOOLONG anywhere (not only --out) is one line naming the path, shortened."""
-    before = _state(dbpath)
-    code, out, err = _cli(*[a.format(t=tmp_path, db=dbpath) for a in args])
+    before = _state(seeded_db)
+    code, out, err = _cli(*[a.format(t=tmp_path, db=seeded_db) for a in args])
     _one_line_error(code, err)
     assert "too long" in err and "300" not in err.split("(")[0] and "characters" in err
-    assert _state(dbpath) == before
+    assert _state(seeded_db) == before
 
 
 def _dump(path: Path) -> str:
@@ -687,20 +667,20 @@ def _damage(path: Path, sql: str) -> None:
 ])
 @pytest.mark.parametrize("command", [["runs", "list"], ["runs", "export", "--out", "{t}/x.csv"],
                                      ["fit", "--law", "compute", "--bootstrap", "0"]])
-def test_a_hand_edited_database_is_one_line_and_left_alone(tmp_path, dbpath, sql, match, command):
+def test_a_hand_edited_database_is_one_line_and_left_alone(tmp_path, seeded_db, sql, match, command):
     """Issue 17 item 6: values cp-plan never writes (text in a number column, JSON that is not
     JSON, a schema version that is not a number) name the run and column; nothing changes."""
-    _damage(dbpath, sql)
-    before = _dump(dbpath)
-    code, out, err = _cli(*[a.format(t=tmp_path) for a in command], "--db", dbpath)
+    _damage(seeded_db, sql)
+    before = _dump(seeded_db)
+    code, out, err = _cli(*[a.format(t=tmp_path) for a in command], "--db", seeded_db)
     _one_line_error(code, err)
     assert "is damaged" in err and match in err, err
-    assert _dump(dbpath) == before
+    assert _dump(seeded_db) == before
 
 
-def test_nested_config_json_is_one_line(tmp_path, dbpath):
-    _damage(dbpath, "UPDATE runs SET config_json = '" + "[" * 5000 + "]" * 5000 + "'")
-    code, out, err = _cli("runs", "list", "--json", "--db", dbpath)
+def test_nested_config_json_is_one_line(tmp_path, seeded_db):
+    _damage(seeded_db, "UPDATE runs SET config_json = '" + "[" * 5000 + "]" * 5000 + "'")
+    code, out, err = _cli("runs", "list", "--json", "--db", seeded_db)
     _one_line_error(code, err)
     assert "nested too deeply" in err
 
@@ -716,7 +696,7 @@ def test_bootstrap_is_bounded_before_anything_runs(command, n):
     assert "--bootstrap" in err and "10000" in err
 
 
-def test_read_only_sqlite_url_is_refused_by_writers_and_read_by_readers(tmp_path, dbpath):
+def test_read_only_sqlite_url_is_refused_by_writers_and_read_by_readers(tmp_path, seeded_db):
     """Issue 17 item 9: --db 'sqlite:///x?mode=ro' wrote anyway."""
     csv = tmp_path / "r.csv"
     csv.write_text("n_params,n_tokens,loss\n1e6,2e7,3.1\n")
@@ -724,23 +704,23 @@ def test_read_only_sqlite_url_is_refused_by_writers_and_read_by_readers(tmp_path
     code, out, err = _cli("runs", "import", str(csv), "--db", f"sqlite:///{target}?mode=ro")
     _one_line_error(code, err)
     assert "mode=ro" in err and not target.exists()
-    before = _state(dbpath)
-    code, out, err = _cli("runs", "import", str(csv), "--db", f"sqlite:///{dbpath}?mode=ro")
+    before = _state(seeded_db)
+    code, out, err = _cli("runs", "import", str(csv), "--db", f"sqlite:///{seeded_db}?mode=ro")
     _one_line_error(code, err)
-    assert _state(dbpath) == before
-    code, out, err = _cli("runs", "list", "--json", "--db", f"sqlite:///{dbpath}?mode=ro")
+    assert _state(seeded_db) == before
+    code, out, err = _cli("runs", "list", "--json", "--db", f"sqlite:///{seeded_db}?mode=ro")
     assert code == 0 and len(json.loads(out)) == 1
 
 
-def test_sweep_dry_run_on_a_damaged_or_newer_database_is_an_error(tmp_path, dbpath):
+def test_sweep_dry_run_on_a_damaged_or_newer_database_is_an_error(tmp_path, seeded_db):
     """Issue 17 item 9: it said '0 already in the database' and exited 0; a missing database still holds none."""
     sweep = tmp_path / "s.json"
     sweep.write_text(json.dumps({"runs": [{"parameterization": "completep", "n_embd": 64, "n_layer": 2,
                                            "n_tokens": 100_000}]}))
     code, out, err = _cli("sweep", "file", str(sweep), "--dry-run", "--db", tmp_path / "none.sqlite")
     assert code == 0 and "0 already in the database" in out
-    _damage(dbpath, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    code, out, err = _cli("sweep", "file", str(sweep), "--dry-run", "--db", dbpath)
+    _damage(seeded_db, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    code, out, err = _cli("sweep", "file", str(sweep), "--dry-run", "--db", seeded_db)
     _one_line_error(code, err)
     assert "newer" in err
     (tmp_path / "junk.sqlite").write_bytes(os.urandom(4096))

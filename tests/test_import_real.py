@@ -23,6 +23,7 @@ import cli
 from planner.db import CANONICAL_COLUMNS, RUN_COLUMNS, RunDB
 from planner.shapes import n_params_nonembedding, shape_for_params
 from planner.tableio import count_params, is_cp_plan_export, source_from_path, swiglu_hidden
+from conftest import one_line_error as _one_line_error
 
 DATA = Path(__file__).parent / "data"
 EPOCH_CSV = DATA / "epoch_chinchilla.csv"
@@ -41,19 +42,6 @@ def run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
         cli.main()
     out = capsys.readouterr()
     return exc.value.code or 0, out.out, out.err
-
-
-@pytest.fixture
-def dbpath(tmp_path, monkeypatch):
-    monkeypatch.delenv("CP_PLAN_DB", raising=False)
-    return tmp_path / "runs.sqlite"
-
-
-def _one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 1, err
-    assert err.startswith("cp-plan: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for f in fragments:
-        assert f in err, err
 
 
 # ------------------------------------------------------------------ 1. --param-count

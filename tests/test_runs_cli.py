@@ -13,6 +13,7 @@ import pytest
 
 import cli
 from planner.db import CANONICAL_COLUMNS, RunDB
+from conftest import one_line_error as _one_line_error
 
 DATA = Path(__file__).parent / "data"
 EPOCH_CSV = DATA / "epoch_chinchilla.csv"
@@ -26,19 +27,6 @@ def run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
         cli.main()
     out = capsys.readouterr()
     return exc.value.code or 0, out.out, out.err
-
-
-@pytest.fixture
-def dbpath(tmp_path, monkeypatch):
-    monkeypatch.delenv("CP_PLAN_DB", raising=False)
-    return tmp_path / "runs.sqlite"
-
-
-def _one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 1
-    assert err.startswith("cp-plan: error: ") and err.count("\n") == 1 and "Traceback" not in err
-    for f in fragments:
-        assert f in err
 
 
 def test_list_refuses_a_missing_database(capsys, monkeypatch, dbpath):

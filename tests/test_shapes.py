@@ -18,10 +18,29 @@ def test_pythia_counts():
     assert n_params_nonembedding(768, 12) == 85_056_000
 
 
-def test_flops_per_token_convention():
-    n, l, v, t = 128, 4, 256, 64
-    p = n_params_nonembedding(n, l)
-    assert flops_per_token(n, l, v, t) == 6 * p + 6 * n * v + 12 * l * n * t
+def test_flops_per_token_matches_the_trainer_model_counted_by_torch():
+    """6P + 6NV + 12LNT against the matmul FLOPs torch counts in a forward and backward pass of the
+    trainer's own model (the attention term counts QKᵀ and AV over the full context, as PaLM's
+    appendix B does); LayerNorm and bias parameters do no matmuls, hence the 3% tolerance."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trainer.config import TrainConfig
+    from trainer.model import GPT
+
+    n, l, v, t, batch = 128, 4, 256, 64, 2
+    cfg = TrainConfig(parameterization="completep", n_embd=n, n_layer=l, d_head=32, seq_len=t, batch_size=batch,
+                      base_n_embd=n, base_n_layer=l, tokenizer="byte")
+    model = GPT.from_config(cfg)
+    assert model.vocab_size == v
+    x = torch.randint(0, v, (batch, t))
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:  # attention as counted matmuls
+        logits, _ = model(x)
+        logits.float().pow(2).mean().backward()
+    per_token = counter.get_total_flops() / (batch * t)
+    assert per_token == pytest.approx(flops_per_token(n, l, v, t), rel=0.03)
 
 
 @pytest.mark.parametrize("ratio", [4, 16, 64, 128])
