@@ -122,12 +122,12 @@ def cli(*args, timeout=600):
 
 
 def truth_plan(plan_ratio: float, context: dict):
-    from planner.recommend import Target, recommend
+    from planner.recommend import Target, make_plan
     from planner.savings import flop_savings
 
     laws = {k: Truth(k) for k in ("completep", "mup", "sp")}
     target = Target(n_params=TARGET, d_head=64)
-    tp = recommend(target, "weight-streaming", laws, context).to_dict()
+    tp = make_plan(target, "weight-streaming", laws, context).to_dict()
     saving = {k: flop_savings(laws["completep"], laws[k], TARGET, plan_ratio, tokens_per_param=TPP,
                               reference="completep", other=k).fraction for k in ("mup", "sp")}
     return tp, saving

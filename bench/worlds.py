@@ -209,13 +209,13 @@ def cli(*args, timeout=900):
 def truth_of(world: World, plan: dict) -> dict:
     """The truth's plan with the runs' trained N:L ranges, and the true values of each quantity
     at the plan's choices."""
-    from planner.recommend import Target, recommend
+    from planner.recommend import Target, make_plan
     from planner.savings import flop_savings
 
     laws = {k: TrueLaw(world, k) for k in ("completep", "mup", "sp")}
     ctx = {k: {"ratio_min": v["trained_range"][0], "ratio_max": v["trained_range"][1]}
            for k, v in plan["band"].items() if v.get("trained_range")}
-    tp = recommend(Target(n_params=TARGET, d_head=64), "weight-streaming", laws, ctx).to_dict()
+    tp = make_plan(Target(n_params=TARGET, d_head=64), "weight-streaming", laws, ctx).to_dict()
     saving = {k: flop_savings(laws["completep"], laws[k], plan["n_params"], plan["ratio"], tokens_per_param=TPP,
                               reference="completep", other=k).fraction for k in ("mup", "sp")}
     loss = float(world.loss("completep", [plan["n_params"]], [plan["n_tokens"]], [plan["ratio"]])[0])

@@ -3,6 +3,7 @@
 # (no `from __future__ import annotations`: typer would eval every string annotation of every command at each start)
 
 import json
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -75,3 +76,9 @@ def need_torch() -> None:
     if importlib.util.find_spec("torch") is None:
         raise CpPlanError("this command trains models and needs PyTorch: "
                           "pip install 'cp-plan[train]' torch==2.13.0 (CPU), or install your CUDA torch first")
+
+
+def fit_progress(message: str) -> None:
+    """Progress of a (re)fit of the laws, on stderr when a person watches it (a terminal)."""
+    if sys.stderr.isatty():
+        typer.echo(message, err=True)

@@ -39,7 +39,7 @@ def fit(
 ) -> None:
     """Fit a scaling law to the finished runs in the database, per parameterization (and per N:L for compute)."""
     from planner.db import RunDB
-    from planner.laws import fit_groups
+    from planner.laws import fit_runs
     from planner.tableio import format_where
 
     if pool_shapes and law is not LawName.compute:
@@ -67,18 +67,9 @@ def fit(
 
         busy = Console(stderr=True).status(f"fitting the {law.value} law to {len(df)} runs (bootstrap {bootstrap}) ...")
         busy.start()
-    if joint is not None and law is not LawName.shape:
-        raise CpPlanError(f"--joint/--separate apply to --law shape only, not {law.value}; leave them out")
     try:
-        if law is LawName.shape and joint is not False and exclude_highest_loss == 0 and (
-                joint or df["parameterization"].nunique() >= 2):
-            from planner.fit.shape_joint import fit_shape_joint
-
-            skipped: dict = {}
-            results = fit_shape_joint(df, bootstrap=bootstrap, seed=seed, skipped=skipped)
-        else:
-            results, skipped = fit_groups(law.value, df, bootstrap=bootstrap, seed=seed,
-                                          split_ratio=not pool_shapes, exclude_highest_loss=exclude_highest_loss)
+        results, skipped = fit_runs(law.value, df, bootstrap=bootstrap, seed=seed, joint=joint,
+                                    split_ratio=not pool_shapes, exclude_highest_loss=exclude_highest_loss)
     finally:
         if busy is not None:
             busy.stop()

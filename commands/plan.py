@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from commands.common import bootstrap_checked, DbOpt, emit_json, JsonOpt, plural
+from commands.common import bootstrap_checked, DbOpt, emit_json, fit_progress, JsonOpt, plural
 from planner.errors import CpPlanError
 
 # ---------------------------------------------------------------- hparams (planner.rules)
@@ -143,11 +143,7 @@ def recommend(
     profile = load_profile(hardware)
     _check_export(export, export_out, json_out)
 
-    def say(msg: str) -> None:
-        if sys.stderr.isatty():
-            typer.echo(msg, err=True)
-
-    lawset = api.fit_laws(db, laws_file=laws, bootstrap=bootstrap, refit=refit, on_fit=say)
+    lawset = api.fit_laws(db, laws_file=laws, bootstrap=bootstrap, refit=refit, on_fit=fit_progress)
     for note in lawset.lawset.notes:
         typer.echo(f"cp-plan: note: {note}", err=True)
     plan = api.recommend(params, flops=flops, hardware=profile, laws=lawset, **settings).to_dict()
@@ -184,7 +180,7 @@ def predict(
     from planner import api
 
     lawset = api.fit_laws(db, laws_file=laws, bootstrap=bootstrap,
-                          on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
+                          on_fit=fit_progress)
     out = api.predict(n_embd, n_layer, n_params=params, n_tokens=n_tokens, parameterization=parameterization,
                       laws=lawset).to_dict()
     key, mean, (low, high) = out["parameterization"], out["loss"], out["interval"]
@@ -233,7 +229,7 @@ def next_runs(
     target = Target(n_params=params, parameterization=parameterization)
     profile = load_profile(hardware)
     lawset = load_laws(db=db, bootstrap=bootstrap,
-                       on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
+                       on_fit=fit_progress)
     rundb = RunDB(db, create=False)
     try:
         proposal, text = plan_next(lawset, rundb, target, profile, budget_flops, max_runs=max_runs,

@@ -5,13 +5,12 @@
 import math
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from commands.common import bootstrap_checked, DbOpt, emit_json, JsonOpt, need_torch, WorkersOpt
+from commands.common import bootstrap_checked, DbOpt, emit_json, fit_progress, JsonOpt, need_torch, WorkersOpt
 from planner.errors import CpPlanError
 
 # ---------------------------------------------------------------- report (reports)
@@ -36,7 +35,7 @@ def report(
     from planner.db import RunDB
     from planner.hardware import load_profile
     from planner.lawcache import load_laws
-    from planner.recommend import Target, recommend as plan_for
+    from planner.recommend import Target, make_plan
 
     if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
         raise CpPlanError(f"--tolerance {tolerance} must be a relative loss in [0, 1), e.g. 0.01 for 1%")
@@ -50,7 +49,7 @@ def report(
     notes: list[str] = []
     try:
         lawset = load_laws(db=db, laws_path=laws, bootstrap=bootstrap,
-                           on_fit=lambda m: typer.echo(m, err=True) if sys.stderr.isatty() else None)
+                           on_fit=fit_progress)
         notes += lawset.notes
     except CpPlanError as exc:
         if laws is not None:  # an explicit laws file that cannot be read is the user's error
@@ -63,7 +62,7 @@ def report(
             notes.append("no plan: it needs shape laws (see above)")
         else:
             try:
-                plan = plan_for(target, profile, lawset.laws, lawset.context, lawset.meta)
+                plan = make_plan(target, profile, lawset.laws, lawset.context, lawset.meta)
             except CpPlanError as exc:
                 notes.append(f"no plan: {exc}")
     from reports.build import build_report
@@ -151,10 +150,10 @@ def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list
     """Fit (or load cached) shape laws, plan 1.5B for weight-streaming and latency, and write
     the HTML report and the markdown summary side by side."""
     from planner.lawcache import load_laws
-    from planner.recommend import Target, recommend as plan_for
+    from planner.recommend import Target, make_plan
     from reports.build import build_report
     from reports.page import write_report
-    from reports.summary import build_summary
+    from reports.summary import build_summary, plans_markdown
 
     notes: list[str] = []
     try:
@@ -165,31 +164,13 @@ def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list
     if lawset is not None:
         for hw in ("weight-streaming", "latency"):
             try:
-                plans[hw] = plan_for(Target(n_params=1.5e9), hw, lawset.laws, lawset.context, lawset.meta)
+                plans[hw] = make_plan(Target(n_params=1.5e9), hw, lawset.laws, lawset.context, lawset.meta)
             except CpPlanError as exc:
                 notes.append(f"no {hw} plan: {exc}")
     out_dir.mkdir(parents=True, exist_ok=True)
     html = write_report(out_dir / "reproduction.html",
                         build_report(rundb, lawset, plans.get("weight-streaming"), notes=notes))
-    text = build_summary(rundb, lawset)
-    if plans:
-        text += "\n## Plans at 1.5B non-embedding parameters from these runs\n\n"
-        for hw, plan in plans.items():
-            d = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
-            sv = d.get("savings", {}) or {}
-            parts = []
-            for k, v in sv.items():
-                if isinstance(v, dict) and v.get("fraction") is not None:
-                    parts.append(f"{k}: {100 * v['fraction']:.1f}% [{100 * v.get('low', float('nan')):.1f}, "
-                                 f"{100 * v.get('high', float('nan')):.1f}]"
-                                 + ("" if v.get("significant") else " (not significant)"))
-            x = d.get("extrapolation") or {}
-            text += (f"- `{hw}`: N = {d.get('n_embd')}, L = {d.get('n_layer')}, N:L = {d.get('ratio', float('nan')):.3g}, "
-                     f"predicted loss {d.get('predicted_loss', float('nan')):.4g} {d.get('loss_unit', '')} "
-                     f"[{d['predicted_loss_interval'][0]:.4g}, {d['predicted_loss_interval'][1]:.4g}], "
-                     f"{(x.get('n_params') or float('nan')):.3g}x the largest run; savings {'; '.join(parts) or '—'}\n")
-        crit = next(iter(plans.values())).to_dict()["criterion"]
-        text += f"\nBand criterion: {crit.get('description', '')}.\n"
+    text = build_summary(rundb, lawset) + plans_markdown(plans)
     md = out_dir / "REPRODUCTION.md"
     from planner.fileio import write_atomic
 

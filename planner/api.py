@@ -169,7 +169,7 @@ def recommend(params: float | None = None, *, flops: float | None = None, hardwa
     fields of :class:`planner.recommend.Target` (tokens_per_param, parameterization,
     band_criterion, max_overhead, tolerance, confidence, vocab_size, seq_len, d_head)."""
     from planner.hardware import load_profile
-    from planner.recommend import Target, recommend as make_plan
+    from planner.recommend import Target, make_plan
 
     defaulted = params is None and flops is None
     t = Target(n_params=1.5e9 if defaulted else params, flops=flops, **target)

@@ -205,3 +205,22 @@ def _with_meta(res: FitResult, meta: dict) -> FitResult:
     from dataclasses import replace
 
     return replace(res, meta=meta)
+
+
+def fit_runs(law: str, df, bootstrap: int = 0, seed: int = 0, *, joint: bool | None = None,
+             split_ratio: bool = True, exclude_highest_loss: int = 0) -> tuple[dict[str, FitResult], dict[str, str]]:
+    """What ``cp-plan fit`` fits: the ``shape`` law jointly across parameterizations (shared E
+    and exponent, multiplicative N:L penalty: :mod:`planner.fit.shape_joint`) when asked
+    (``joint=True``), or by default when the runs hold two or more parameterizations and no
+    runs are excluded; otherwise one law per group (:func:`fit_groups`). Returns (results by
+    group, reasons by group for the groups that could not be fitted)."""
+    if joint is not None and law != "shape":
+        raise CpPlanError(f"--joint/--separate apply to --law shape only, not {law}; leave them out")
+    if law == "shape" and joint is not False and exclude_highest_loss == 0 and (
+            joint or df["parameterization"].nunique() >= 2):
+        from planner.fit.shape_joint import fit_shape_joint
+
+        skipped: dict[str, str] = {}
+        return fit_shape_joint(df, bootstrap=bootstrap, seed=seed, skipped=skipped), skipped
+    return fit_groups(law, df, bootstrap=bootstrap, seed=seed, split_ratio=split_ratio,
+                      exclude_highest_loss=exclude_highest_loss)

@@ -54,7 +54,7 @@ import numpy as np
 from planner.band import excess_samples, ratio_grid
 from planner.errors import CpPlanError
 from planner.hardware import HardwareProfile, load_profile
-from planner.recommend import Target, recommend
+from planner.recommend import Target, make_plan
 from planner.savings import SPAN, GRID, crossing, family_flops
 from planner.shapes import FLOP_CONVENTION, shape_for_params, training_flops
 
@@ -345,7 +345,7 @@ def propose(laws: Mapping[str, Any], context: Mapping[str, Mapping], meta: Mappi
         raise CpPlanError(f"--max-runs {max_runs!r} must be a positive integer, e.g. 16")
     hw = load_profile(hardware)
     meta = dict(meta or {})
-    plan = recommend(target, hw, laws, context, meta)
+    plan = make_plan(target, hw, laws, context, meta)
     key = plan.parameterization
     quantities = plan_quantities(plan, laws, hw, target)
     if sigma_loss is None:

@@ -1,4 +1,4 @@
-"""The planner: ``recommend(target, hardware, laws) -> Plan`` (no torch, no plotly).
+"""The planner: ``make_plan(target, hardware, laws) -> Plan`` (no torch, no plotly).
 
 A short pipeline of small pure steps, each testable alone:
 
@@ -637,7 +637,7 @@ def _resolve_key(target: Target, laws: Mapping) -> str:
     return key
 
 
-def recommend(target: Target, hardware: HardwareProfile | str, laws: Mapping[str, Any],
+def make_plan(target: Target, hardware: HardwareProfile | str, laws: Mapping[str, Any],
               context: Mapping[str, Mapping] | None = None, meta: Mapping | None = None) -> Plan:
     """Recommend a shape for ``target`` on ``hardware`` from per-parameterization ``laws``: the
     pipeline of the module docstring. ``context`` maps parameterization → facts about the runs

@@ -237,3 +237,28 @@ def _verdict_lines(bands: pd.DataFrame, sav: pd.DataFrame, drift: pd.DataFrame, 
                        + ("**agrees in direction** (savings grow toward deep-narrow shapes)."
                           if deep["saved"] > wide["saved"] else "**does not agree in direction**."))
     return out or ["- Not enough runs yet to compare."]
+
+
+def plans_markdown(plans: dict) -> str:
+    """REPRODUCTION.md's section on the 1.5B plans from these runs (``plans``: hardware name ->
+    Plan), with each saving's interval and significance; '' when there is no plan."""
+    if not plans:
+        return ""
+    text = "\n## Plans at 1.5B non-embedding parameters from these runs\n\n"
+    for hw, plan in plans.items():
+        d = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
+        sv = d.get("savings", {}) or {}
+        parts = []
+        for k, v in sv.items():
+            if isinstance(v, dict) and v.get("fraction") is not None:
+                parts.append(f"{k}: {100 * v['fraction']:.1f}% [{100 * v.get('low', float('nan')):.1f}, "
+                             f"{100 * v.get('high', float('nan')):.1f}]"
+                             + ("" if v.get("significant") else " (not significant)"))
+        x = d.get("extrapolation") or {}
+        text += (f"- `{hw}`: N = {d.get('n_embd')}, L = {d.get('n_layer')}, N:L = {d.get('ratio', float('nan')):.3g}, "
+                 f"predicted loss {d.get('predicted_loss', float('nan')):.4g} {d.get('loss_unit', '')} "
+                 f"[{d['predicted_loss_interval'][0]:.4g}, {d['predicted_loss_interval'][1]:.4g}], "
+                 f"{(x.get('n_params') or float('nan')):.3g}x the largest run; savings {'; '.join(parts) or '—'}\n")
+    crit = next(iter(plans.values())).to_dict()["criterion"]
+    text += f"\nBand criterion: {crit.get('description', '')}.\n"
+    return text

@@ -16,7 +16,7 @@ import pytest
 from planner.lawcache import run_context
 from planner.nextruns import greedy_design, propose
 from planner.planlaws import build_laws, fit_plan_laws
-from planner.recommend import Target, recommend
+from planner.recommend import Target, make_plan
 from planner.shapes import make_shape, shape_for_params, training_flops
 from test_recommend import make_db, run_cli, synthetic_runs
 
@@ -57,7 +57,7 @@ def _fit(df, bootstrap):
 
 def _widths(df, bootstrap=200):
     """The plan's interval widths after refitting: ln of the deep edge's interval, savings' width."""
-    plan = recommend(Target(n_params=TARGET), "weight-streaming", *_fit(df, bootstrap))
+    plan = make_plan(Target(n_params=TARGET), "weight-streaming", *_fit(df, bootstrap))
     lo, hi = plan.band["completep"]["edges"]["low"]["interval"]
     s = plan.savings["mup"]
     return np.array([math.log(hi / lo), s["high"] - s["low"]])

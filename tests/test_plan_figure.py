@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from planner.lawcache import load_laws
-from planner.recommend import Target, recommend
+from planner.recommend import Target, make_plan
 from reports.build import plan_curves
 from reports.figures import fig_plan
 
@@ -15,7 +15,7 @@ from reports.figures import fig_plan
 @pytest.fixture(scope="module")
 def shipped():
     laws = load_laws()
-    plan = recommend(Target(n_params=1.5e9), "weight-streaming", laws.laws, laws.context, laws.meta).to_dict()
+    plan = make_plan(Target(n_params=1.5e9), "weight-streaming", laws.laws, laws.context, laws.meta).to_dict()
     return laws, plan
 
 
@@ -84,7 +84,7 @@ def test_report_page_shows_the_plan_figure_only_with_a_plan(shipped):
     from reports.build import build_report
 
     laws, _ = shipped
-    plan = recommend(Target(n_params=1.5e9), "weight-streaming", laws.laws, laws.context, laws.meta)
+    plan = make_plan(Target(n_params=1.5e9), "weight-streaming", laws.laws, laws.context, laws.meta)
     db = RunDB(None, create=False)
     with_plan = build_report(db, laws, plan)
     assert "The plan at its target" in with_plan and "pick: N=" in with_plan

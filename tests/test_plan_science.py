@@ -12,7 +12,7 @@ import pytest
 from planner.band import Criterion, compute_band, paper_equivalent_overhead
 from planner.fit import gap as gapfit
 from planner.planlaws import GapLaw, ReferenceLaw, fit_plan_laws, replicate_noise
-from planner.recommend import Target, recommend
+from planner.recommend import Target, make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -210,7 +210,7 @@ def test_savings_interval_of_a_gapless_world_crosses_zero_and_says_so():
     from planner.planlaws import build_laws
 
     laws = build_laws(fit_plan_laws(df, keys, bootstrap=40, seed=0, contexts=ctx))
-    plan = recommend(Target(n_params=1e7, d_head=16), "flat", laws, ctx)
+    plan = make_plan(Target(n_params=1e7, d_head=16), "flat", laws, ctx)
     s = plan.savings["mup"]
     assert s["low"] < 0 < s["high"] and not s["significant"] and "not significant" in s["note"]
 
@@ -222,7 +222,7 @@ def test_shipped_plan_at_1_5e9_is_a_shape_a_practitioner_would_train():
     from planner import lawcache
 
     lawset = lawcache.load_laws()
-    plan = recommend(Target(n_params=1.5e9), "weight-streaming", lawset.laws, lawset.context, lawset.meta).to_dict()
+    plan = make_plan(Target(n_params=1.5e9), "weight-streaming", lawset.laws, lawset.context, lawset.meta).to_dict()
     cp = plan["band"]["completep"]
     assert plan["ratio"] >= 8 and cp["trained_range"][0] <= plan["ratio"] <= cp["trained_range"][1]
     for key in ("ratio_min", "ratio_max", "best_ratio", "trained_range", "criterion", "identified", "edges"):

@@ -17,7 +17,7 @@ import pytest
 
 from planner.errors import CpPlanError
 from planner.hardware import PROFILES, load_profile
-from planner.recommend import Target, candidate_shapes, recommend
+from planner.recommend import Target, candidate_shapes, make_plan
 from planner.rules import BaseHParams, resolve_shape
 from planner.savings import continuous_shape, family_flops, flop_savings
 from planner.shapes import FLOP_CONVENTION, flops_per_token, n_params_nonembedding
@@ -71,7 +71,7 @@ CONTEXT = {k: {"ratio_min": 2.0, "ratio_max": 512.0, "max_n_params": 2e6, "n_run
 
 def plan(hardware="flat", laws=LAWS, context=CONTEXT, **target):
     target.setdefault("n_params", 1.5e9)
-    return recommend(Target(**target), hardware, laws, context)
+    return make_plan(Target(**target), hardware, laws, context)
 
 
 # ---------------------------------------------------------------------- FLOP savings
@@ -237,7 +237,7 @@ def test_hparams_are_transferred_from_the_runs_base_shape():
 
 def test_flops_target_derives_params_at_the_tokens_per_param_line():
     budget = 3e20
-    p = recommend(Target(flops=budget), "flat", LAWS, CONTEXT)
+    p = make_plan(Target(flops=budget), "flat", LAWS, CONTEXT)
     used = p.target["n_params_used"]
     assert float(family_flops(used, p.band["completep"]["best_ratio"], 20, 50257, 2048)) == pytest.approx(budget, rel=0.02)
     assert p.flops == pytest.approx(budget, rel=0.1)
