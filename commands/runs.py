@@ -240,8 +240,9 @@ def runs_import(
     embedding-inclusive are imported with a warning."""
     from planner.db import RunDB
     from planner.importmap import auto_map, fold_checkpoints
-    from planner.tableio import (INTERNAL_COLUMNS, parse_pairs, prepare_import, read_table, records_for_json,
-                                 rename_columns, set_columns, source_from_path)
+    from planner.importing import prepare_import
+    from planner.tableio import (INTERNAL_COLUMNS, parse_pairs, read_table, records_for_json, rename_columns,
+                                 set_columns, source_from_path)
 
     default_source = source is None
     source = source_from_path(file) if default_source else source

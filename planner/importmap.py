@@ -1,7 +1,7 @@
 """Imports that recognise their input: column names of tracker and paper exports mapped onto
 cp-plan's, internal names kept aside, and checkpoint tables (several rows of one run) folded.
 
-Run before :func:`planner.tableio.prepare_import` by `cp-plan runs import`; every decision is
+Run before :func:`planner.importing.prepare_import` by `cp-plan runs import`; every decision is
 returned as a note for the import to print, so nothing happens silently.
 
 - :func:`auto_map`: a canonical column the table lacks is taken from the first column whose name

@@ -1,6 +1,8 @@
 """The planner: ``make_plan(target, hardware, laws) -> Plan`` (no torch, no plotly).
 
-A short pipeline of small pure steps, each testable alone:
+A short pipeline of small pure steps, each testable alone. (Over 600 lines on purpose: the steps
+read top to bottom in one place, in the order the plan is made; the bands, savings, hardware
+models and laws they call live in their own modules.)
 
 1. :func:`resolve_scale` — the target's non-embedding P (given, or derived from a FLOP budget
    along the law's loss-optimal N:L at tpp·P tokens).

@@ -19,7 +19,8 @@ import pytest
 from planner import db as dbmod
 from planner.db import CANONICAL_COLUMNS, RunDB, curve_summary, default_db_url
 from planner.errors import CpPlanError
-from planner.tableio import EXTRA_COLUMNS, prepare_import, read_table, rename_columns
+from planner.importing import prepare_import
+from planner.tableio import EXTRA_COLUMNS, read_table, rename_columns
 
 DATA = Path(__file__).parent / "data"
 EPOCH_CSV = DATA / "epoch_chinchilla.csv"

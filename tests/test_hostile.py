@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from conftest import one_line_error as _one_line_error, run_cli as _cli
 from planner.db import DEFAULT_DB_PATH, RunDB
 from planner.errors import CpPlanError
-from planner.tableio import MAX_COUNT, prepare_import, read_table
+from planner.importing import prepare_import
+from planner.tableio import MAX_COUNT, read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

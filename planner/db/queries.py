@@ -19,9 +19,8 @@ from planner.tableio import (
     STATUSES,
     TEXT,
     WHERE_OPERATORS,
-    ImportPlan,
-    prepare_import,
 )
+from planner.importing import ImportPlan, prepare_import
 from planner.db.frames import read_runs_frame, typed_frame
 from planner.db.schema import next_seq, now_iso, short_value, coord_table, curves_table, damaged, meta_table, runs_table, stored_json
 
@@ -101,7 +100,7 @@ class RunQueries:
 
     def import_frame(self, df: pd.DataFrame, source: str) -> int:
         """Validate a table of published runs and insert all its rows in one transaction, or
-        none (see :func:`planner.tableio.prepare_import`). Returns the number imported."""
+        none (see :func:`planner.importing.prepare_import`). Returns the number imported."""
         return self.import_plan(prepare_import(df, source, now=now_iso()))
 
 
