@@ -8,11 +8,16 @@ the other is derived with the 6ND approximation, C = 6·N·D (Kaplan et al. 2020
 Hoffmann et al. 2022 use it for Chinchilla's budgets), and the row's ``flop_convention`` is
 '6ND' unless the table names one. Column names, coercion and file reading live in
 :mod:`planner.tableio`; no sqlalchemy here either.
+
+:func:`prepare_import` is a short list of steps (options, header, typed columns, status and loss,
+parameter counts, sources, tokens and FLOPs, run ids, extras), each reporting into one
+:class:`Problems` collector. (Just over 600 lines: every column rule of an import in one file.)
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -253,6 +258,35 @@ def _extra_column(s) -> np.ndarray:
     return out
 
 
+class Problems:
+    """The one collector of an import's problems: every bad cell is counted and the first few are
+    kept as messages naming row (1-based, header not counted), column and value, in the order
+    found; :meth:`raise_if_any` refuses the whole table with them, so one round of fixes suffices.
+    Called as ``problems(i, column, raw, why)``."""
+
+    SHOWN = 5
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.count = 0
+        self.rows: set[int] = set()
+        self.cells: set[tuple[int, str]] = set()
+
+    def __call__(self, i: int, col: str, raw: Any, why: str) -> None:
+        self.cells.add((i, col))
+        self.rows.add(i)
+        self.count += 1
+        if len(self.messages) < self.SHOWN:
+            self.messages.append(f"row {i + 1}, column {col!r}: value {raw!r} {why}")
+
+    def raise_if_any(self, n: int) -> None:
+        if not self.rows:
+            return
+        more = f"; ... and {self.count - self.SHOWN} more problem(s)" if self.count > self.SHOWN else ""
+        raise CpPlanError(f"refusing to import: {len(self.rows)} of {n} row(s) are bad, nothing was "
+                          f"imported. {'; '.join(self.messages)}{more}. Fix or drop those rows and import again")
+
+
 def prepare_import(df, source: str, now: str | None = None, *, source_is_default: bool = False,
                    param_count: str = "given", subtract_embeddings: float | None = None,
                    untied_embeddings: bool = False, learned_positions: bool = False) -> ImportPlan:
@@ -293,10 +327,49 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
     ``ImportPlan.flop_conventions`` and reported by ``cp-plan runs import``); the fitters
     record which conventions a fit used.
     """
+    source, subtract_embeddings = _check_options(source, param_count, subtract_embeddings, untied_embeddings,
+                                                 learned_positions)
+    df, cols, export, ignored, kept_internal = _check_header(df, param_count, subtract_embeddings, learned_positions)
+    n = len(df)
+    bad = Problems()
+
+    def raw_of(col: str, i: int) -> Any:
+        v = df[col].iloc[i] if col in df.columns else None
+        return None if _is_missing(v) else v
+
+    out, extras = _typed_columns(df, cols, bad)
+    _status_and_loss(out, n, bad, raw_of, export)
+    out["n_params"], n_derived_p, n_subtracted, count_warnings = _count_params(
+        out, n, bad, bad.cells, raw_of, param_count, subtract_embeddings, untied_embeddings, learned_positions)
+    for i in np.nonzero(np.isnan(out["n_params"]))[0]:
+        if (int(i), "n_params") not in bad.cells:
+            bad(int(i), "n_params", raw_of("n_params", int(i)),
+                "is missing (every run needs its non-embedding parameters" + (
+                    "; give n_embd and n_layer to derive it)" if param_count != "given" else
+                    "; or give n_embd and n_layer and derive it with --param-count gpt2-12N2 or swiglu)"))
+    _sources(out, n, source, source_is_default, export, bad)
+    n_tok, n_flops = _tokens_and_flops(out, n, bad)
+    n_gen = _run_ids(out, n, bad, raw_of)
+    out["extra_json"] = _extras(df, extras, n, bad)
+    if now is not None:
+        out["created_at"] = np.full(n, now, dtype=object)
+        out["updated_at"] = np.full(n, now, dtype=object)
+    bad.raise_if_any(n)
+    conventions = Counter(c for c in out["flop_convention"].tolist() if c)
+    sources = Counter(out["source"].tolist())
+    return ImportPlan(source=source, columns=out, n_rows=n, derived_n_tokens=n_tok, derived_flops=n_flops,
+                      generated_run_ids=n_gen, extra_columns=extras, ignored_columns=tuple(ignored),
+                      flop_conventions=tuple(sorted(conventions.items())), sources=tuple(sorted(sources.items())),
+                      param_count=param_count, derived_n_params=n_derived_p, subtracted_embeddings=n_subtracted,
+                      kept_internal_columns=tuple(kept_internal), warnings=tuple(count_warnings))
+
+
+def _check_options(source, param_count: str, subtract_embeddings, untied: bool, learned_positions: bool):
+    """The import's options, checked: (source, vocabulary to subtract or None)."""
     source = check_source(source)
     if param_count not in PARAM_COUNTS:
         raise CpPlanError(f"--param-count {param_count!r} is not one of {', '.join(PARAM_COUNTS)}")
-    if subtract_embeddings is None and (untied_embeddings or learned_positions):
+    if subtract_embeddings is None and (untied or learned_positions):
         raise CpPlanError("--untied-embeddings and --learned-positions say what --subtract-embeddings VOCAB "
                           "subtracts; give it too")
     if subtract_embeddings is not None:
@@ -305,6 +378,13 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
             raise CpPlanError(f"--subtract-embeddings {subtract_embeddings!r} is not a vocabulary size; give the "
                               "number of tokens, e.g. --subtract-embeddings 50257 (GPT-2) or 32000 (LLaMA)")
         subtract_embeddings = int(v)
+    return source, subtract_embeddings
+
+
+def _check_header(df, param_count: str, subtract_embeddings, learned_positions: bool):
+    """The table's columns, checked as a whole: names unique, rows present, required columns there,
+    internal columns refused (or, in a cp-plan export, renamed orig_*). Returns (df, columns,
+    is an export, ignored columns, kept internal columns)."""
     cols = [str(c) for c in df.columns]
     if list(df.columns) != cols:  # e.g. integer column labels from an API caller
         df = df.set_axis(cols, axis=1)
@@ -355,20 +435,11 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
         df = df.rename(columns=to_orig)
         cols = [to_orig.get(c, c) for c in cols]
     cols = [c for c in cols if c not in ignored]
+    return df, cols, export, ignored, kept_internal
 
-    problems: list[str] = []  # the first few, in the order found
-    n_problems = 0
-    bad_rows: set[int] = set()
-    bad_cells: set[tuple[int, str]] = set()
 
-    def bad(i: int, col: str, raw: Any, why: str) -> None:
-        nonlocal n_problems
-        bad_cells.add((i, col))
-        bad_rows.add(i)
-        n_problems += 1
-        if len(problems) < 5:
-            problems.append(f"row {i + 1}, column {col!r}: value {raw!r} {why}")
-
+def _typed_columns(df, cols: list[str], bad: Problems) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """Each run column as a typed array (bad cells reported); the other columns' names (extras)."""
     known = [c for c in cols if c in RUN_COLUMN_KINDS]
     extras = tuple(c for c in cols if c not in RUN_COLUMN_KINDS)
     out: dict[str, np.ndarray] = {}
@@ -380,11 +451,11 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
             out[c] = _text_column(c, df[c], bad)
         else:
             out[c] = _numeric_column(c, kind, df[c], bad)
+    return out, extras
 
-    def raw_of(col: str, i: int) -> Any:
-        v = df[col].iloc[i] if col in df.columns else None
-        return None if _is_missing(v) else v
 
+def _status_and_loss(out: dict, n: int, bad: Problems, raw_of, export: bool) -> None:
+    """Only finished runs; a 'done' run needs a finite loss (a diverged run's inf loss is missing)."""
     # status: finished runs only
     status = out.get("status")
     if status is None:
@@ -406,16 +477,12 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
             bad(int(i), c, raw_of(c, int(i)), "is not finite (a 'done' run needs a finite loss)")
         out[c] = np.where(nonfinite, np.nan, x)  # documented coercion: a diverged run's inf loss is missing
     for i in np.nonzero(is_done & np.isnan(out["loss"]))[0]:
-        if (int(i), "loss") not in bad_cells:
+        if (int(i), "loss") not in bad.cells:
             bad(int(i), "loss", raw_of("loss", int(i)), "is missing (a 'done' run needs its final validation loss)")
-    out["n_params"], n_derived_p, n_subtracted, count_warnings = _count_params(
-        out, n, bad, bad_cells, raw_of, param_count, subtract_embeddings, untied_embeddings, learned_positions)
-    for i in np.nonzero(np.isnan(out["n_params"]))[0]:
-        if (int(i), "n_params") not in bad_cells:
-            bad(int(i), "n_params", raw_of("n_params", int(i)),
-                "is missing (every run needs its non-embedding parameters" + (
-                    "; give n_embd and n_layer to derive it)" if param_count != "given" else
-                    "; or give n_embd and n_layer and derive it with --param-count gpt2-12N2 or swiglu)"))
+
+
+def _sources(out: dict, n: int, source: str, source_is_default: bool, export: bool, bad: Problems) -> None:
+    """Every row's source: --source, or (none given) the table's own where it has one."""
     if "source" in out and source_is_default:  # no --source: each row keeps the table's own
         srcs = out["source"].tolist()
         for i, s in enumerate(srcs):
@@ -439,6 +506,10 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
                         "--source to keep each row's own)")
         out["source"] = np.full(n, source, dtype=object)
 
+
+def _tokens_and_flops(out: dict, n: int, bad: Problems) -> tuple[int, int]:
+    """Derive the missing one of tokens and FLOPs (C = 6·N·D), hold it to the same bounds, and set
+    each row's FLOP convention; returns (rows with tokens derived, rows with FLOPs derived)."""
     # counts: derive the missing one of tokens / FLOPs, and hold it to the same bounds
     nparams = out["n_params"]
     tokens = out.get("n_tokens", np.full(n, np.nan))
@@ -457,18 +528,22 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
                 f"{MAX_COUNT:g}; check the units of n_params, n_tokens and flops")
     neither = np.isnan(tokens) & np.isnan(flops)
     for i in np.nonzero(neither)[0]:
-        if (int(i), "n_tokens") not in bad_cells and (int(i), "flops") not in bad_cells:
+        if (int(i), "n_tokens") not in bad.cells and (int(i), "flops") not in bad.cells:
             bad(int(i), "n_tokens", None, "and flops are both missing; give at least one")
     out["n_tokens"], out["flops"] = tokens, flops
-    n_tok, n_flops = int(need_tok.sum()), int(need_flops.sum())
     conv = out.get("flop_convention", np.full(n, None, dtype=object))
     conv = np.array([c if c else None for c in conv.tolist()], dtype=object)
     conv[(conv == None) & ~np.isnan(flops)] = FLOP_CONVENTION_6ND  # noqa: E711 (element-wise)
     out["flop_convention"] = conv
+    return int(need_tok.sum()), int(need_flops.sum())
 
+
+def _run_ids(out: dict, n: int, bad: Problems, raw_of) -> int:
+    """Run ids: given (unique, printable) or generated from the source and row index; returns how
+    many were generated."""
     # run ids: given (unique, printable) or generated from the source and row index
     ids = out.get("run_id", np.full(n, None, dtype=object)).tolist()
-    gen = [r is None and (i, "run_id") not in bad_cells for i, r in enumerate(ids)]
+    gen = [r is None and (i, "run_id") not in bad.cells for i, r in enumerate(ids)]
     n_gen = sum(gen)
     seen: dict[str, int] = {}
     for i in range(n):
@@ -486,7 +561,11 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
                 seen[r] = i
         ids[i] = r
     out["run_id"] = np.array(ids, dtype=object)
+    return n_gen
 
+
+def _extras(df, extras: tuple[str, ...], n: int, bad: Problems) -> np.ndarray:
+    """The other columns, kept per row as JSON text (nested values as JSON, not repr)."""
     # extras: kept per row as JSON
     extra_json = np.full(n, None, dtype=object)
     if extras:
@@ -505,28 +584,7 @@ def prepare_import(df, source: str, now: str | None = None, *, source_is_default
                     extra_json[i] = json.dumps(extra, sort_keys=True)
                 except (TypeError, ValueError) as exc:
                     bad(i, extras[0], extra, f"cannot be stored as JSON ({exc})")
-    out["extra_json"] = extra_json
-    if now is not None:
-        out["created_at"] = np.full(n, now, dtype=object)
-        out["updated_at"] = np.full(n, now, dtype=object)
-
-    if bad_rows:
-        shown = "; ".join(problems)
-        more = f"; ... and {n_problems - 5} more problem(s)" if n_problems > 5 else ""
-        raise CpPlanError(f"refusing to import: {len(bad_rows)} of {n} row(s) are bad, nothing was "
-                          f"imported. {shown}{more}. Fix or drop those rows and import again")
-    conventions: dict[str, int] = {}
-    for c in conv.tolist():
-        if c:
-            conventions[c] = conventions.get(c, 0) + 1
-    sources: dict[str, int] = {}
-    for s in out["source"].tolist():
-        sources[s] = sources.get(s, 0) + 1
-    return ImportPlan(source=source, columns=out, n_rows=n, derived_n_tokens=n_tok, derived_flops=n_flops,
-                      generated_run_ids=n_gen, extra_columns=extras, ignored_columns=tuple(ignored),
-                      flop_conventions=tuple(sorted(conventions.items())), sources=tuple(sorted(sources.items())),
-                      param_count=param_count, derived_n_params=n_derived_p, subtracted_embeddings=n_subtracted,
-                      kept_internal_columns=tuple(kept_internal), warnings=tuple(count_warnings))
+    return extra_json
 
 
 def _as_float(a, n: int) -> np.ndarray:
