@@ -1,4 +1,4 @@
-"""The Python API (issue 18), called as a user would: the README's example runs as written, and
+"""The Python API, called as a user would: the README's example runs as written, and
 the CLI's JSON is the API's to_dict()."""
 
 from __future__ import annotations

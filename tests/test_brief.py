@@ -1,4 +1,4 @@
-"""The plan in one screen (issue 18): `cp-plan recommend` prints at most ~30 lines at 80 columns by
+"""The plan in one screen: `cp-plan recommend` prints at most ~30 lines at 80 columns by
 default, `--details` everything, and `--json` keeps the band curves behind `--curves`."""
 
 from __future__ import annotations

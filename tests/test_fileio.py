@@ -1,4 +1,4 @@
-"""Outputs written atomically without replacing what --out points at (issue 17 item 1)."""
+"""Outputs written atomically without replacing what --out points at (planner.fileio.write_atomic)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Issue 10: bad input, read-only storage, full disks and big tables.
+"""Hostile input to the CLI and the run database: bad files, read-only storage, full disks, damaged
+databases, big tables.
 
 One regression test (or more) per finding: nothing wrong is stored, nothing is half-written,
 every failure is one line on stderr, and the big-table paths stay bounded. The structural CSV
@@ -533,7 +534,7 @@ def test_memory_error_is_one_line(seeded_db, monkeypatch):
     assert "out of memory" in err
 
 
-# ------------------------------------------------------------------ issue 17 regressions
+# ------------------------------------------------------------------ duplicate names, sources, nesting, encodings, damaged databases
 
 
 @pytest.mark.parametrize("name, text", [
@@ -588,7 +589,7 @@ def _deep_json(path: Path) -> Path:
      ["recommend", "--hardware", "{f}"], "not UTF-8"),
     (lambda p: None, ["fit", "--law", "compute", "--seed", "-1"], "--seed -1"),
 ])
-def test_issue_17_tracebacks_are_one_line_errors(tmp_path, make, args, match):
+def test_deep_nesting_latin1_profiles_and_a_negative_seed_are_one_line_errors(tmp_path, make, args, match):
     """Issue 17 item 6: deep nesting, Latin-1 profiles and a negative seed (each a traceback before)."""
     f = make(tmp_path)
     code, out, err = _cli(*[a.format(f=f) for a in args])

@@ -1,4 +1,4 @@
-"""Imports that recognise their input (issue 18): fixtures in the shapes of real exports, written
+"""Imports that recognise their input (planner.importmap): fixtures in the shapes of real exports, written
 here: a tracker's checkpoint JSONL, a tracker CSV (Name, State, Runtime, ...) and a paper's table
 with embedding-inclusive counts."""
 

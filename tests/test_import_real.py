@@ -1,4 +1,4 @@
-"""Issue 12, "imports that understand real data": parameter counts of other architectures,
+"""Imports of real data (planner.importing, planner.tableio): parameter counts of other architectures,
 embedding-inclusive counts, `runs export` -> `runs import` round trips, `--where` comparisons,
 and imported runs without a base shape or LR going through every law and the planner.
 

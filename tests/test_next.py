@@ -1,4 +1,4 @@
-"""`cp-plan next` (issue 11): the runs it proposes narrow the plan's intervals more than the same
+"""`cp-plan next` (planner.nextruns): the runs it proposes narrow the plan's intervals more than the same
 FLOPs on a uniform grid, measured by simulating both designs from a known truth and refitting; the
 sweep file it writes is one `cp-plan sweep file --dry-run` accepts."""
 

@@ -1,4 +1,4 @@
-"""The science behind the plan (issue 9): a scale-free band criterion, a parameterization gap that
+"""The science behind the plan: a scale-free band criterion, a parameterization gap that
 grows with the depth multiplier, intervals that carry seed noise, and the shipped plan at 1.5e9."""
 
 import json

@@ -1,4 +1,4 @@
-"""Issue 11: the english corpus (fixture only, never the real 117 MB), the `cpu` scale's plan
+"""`cp-plan reproduce` and its data: the english corpus (fixture only, never the real 117 MB), the `cpu` scale's plan
 (acceptance and budget), bracketing, cpu-kjv reproducing the shipped database, `reproduce --scale
 tiny` end to end, and `runs list --json` carrying seed and seq_len."""
 

@@ -1,5 +1,5 @@
 """`cp-plan runs snapshot`: a consistent, single-file copy of a SQLite run database that a
-sweep still holds open in WAL mode (issue 17, item 10)."""
+sweep still holds open in WAL mode."""
 
 from __future__ import annotations
 
