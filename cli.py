@@ -45,6 +45,25 @@ app.command()(report.report)
 app.command()(report.reproduce)
 
 
+def run_captured(args) -> tuple[int, str, str]:
+    """``cp-plan ARGS`` in this process as the console script runs it (:func:`main`), stdout and
+    stderr captured: (exit code, stdout, stderr). For tests and scripts; an exception other than
+    SystemExit (a bug: a traceback) propagates."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.object(sys, "argv", ["cp-plan", *map(str, args)]), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
 def _stdout_reader_gone(exit_exc: SystemExit) -> bool:
     """Whether an exit came from a broken pipe on stdout: rich's Console raises SystemExit(1)
     while handling BrokenPipeError, and typer, meeting EPIPE, swaps stdout for click's

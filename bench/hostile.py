@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import itertools
 import json
 import os
@@ -39,7 +38,6 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -428,7 +426,7 @@ def run_case(case: Case, scratch: Path) -> Outcome:
     elif callable(setup):
         setup(ws)
     before = _dump(db)
-    out, err = io.StringIO(), io.StringIO()
+    text = ""
     problems: list[str] = []
     code: int | None = None
     t0 = time.perf_counter()
@@ -437,24 +435,17 @@ def run_case(case: Case, scratch: Path) -> Outcome:
     signal.alarm(ALARM_S)
     try:
         os.chdir(ws)
-        with mock.patch.object(sys, "argv", ["cp-plan", *args]), \
-                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.main()
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code, _, text = cli.run_captured(args)
     except _Alarm:
         problems.append("hang")
     except BaseException as exc:  # noqa: BLE001 (judging: any escape is a traceback)
         problems.append("traceback")
-        err.write(f"\n{type(exc).__name__}: {exc}")
+        text = f"{type(exc).__name__}: {exc}"
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
         os.chdir(cwd)
     seconds = time.perf_counter() - t0
-    text = err.getvalue()
     if "Traceback (most recent call last)" in text and "traceback" not in problems:
         problems.append("traceback")
     if code is not None:

@@ -9,30 +9,18 @@ database tests are skipped, with that reason shown in pytest's summary (`-rs`).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import sys
 import uuid
-from unittest import mock
 
 import pytest
 
 
 def run_cli(*args) -> tuple[int, str, str]:
-    """``cp-plan ARGS`` in this process, as the console script runs it (cli.main): (exit code,
-    stdout, stderr). Import it with ``from conftest import run_cli``."""
+    """``cp-plan ARGS`` in this process, as the console script runs it: (exit code, stdout,
+    stderr) (cli.run_captured). Import it with ``from conftest import run_cli``."""
     import cli
 
-    out, err = io.StringIO(), io.StringIO()
-    with mock.patch.object(sys, "argv", ["cp-plan", *map(str, args)]), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
+    return cli.run_captured(args)
 
 
 def one_line_error(code: int, err: str, *fragments: str) -> None:

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import cli
 from planner.db import CANONICAL_COLUMNS, RUN_COLUMNS, RunDB
 from planner.shapes import n_params_nonembedding, shape_for_params
 from planner.tableio import count_params, is_cp_plan_export, source_from_path, swiglu_hidden
-from conftest import one_line_error as _one_line_error
+from conftest import one_line_error as _one_line_error, run_cli
 
 DATA = Path(__file__).parent / "data"
 EPOCH_CSV = DATA / "epoch_chinchilla.csv"
@@ -36,12 +34,6 @@ LLAMA = pd.DataFrame({"n_embd": [4096, 5120], "n_layer": [32, 40], "n_params": [
                       "n_tokens": [1e12, 1e12], "loss": [1.8, 1.75]})
 
 
-def run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["cp-plan", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 # ------------------------------------------------------------------ 1. --param-count
@@ -59,10 +51,10 @@ def test_count_formulas_match_published_models():
 def test_param_count_derives_missing_n_params(capsys, monkeypatch, dbpath, tmp_path):
     shapes = tmp_path / "shapes.csv"
     GPT2.drop(columns="n_params").to_csv(shapes, index=False)
-    code, _, err = run(capsys, monkeypatch, "runs", "import", shapes, "--db", dbpath)
+    code, _, err = run_cli("runs", "import", shapes, "--db", dbpath)
     _one_line_error(code, err, "lacks required column(s) n_params", "--param-count gpt2-12N2 or swiglu")
 
-    code, out, err = run(capsys, monkeypatch, "runs", "import", shapes, "--db", dbpath, "--param-count", "gpt2-12N2")
+    code, out, err = run_cli("runs", "import", shapes, "--db", dbpath, "--param-count", "gpt2-12N2")
     assert code == 0, err
     assert "n_params derived from n_embd and n_layer (gpt2-12N2) for 4 row(s)" in out and "warning" not in out
     got = RunDB(dbpath).runs()
@@ -71,7 +63,7 @@ def test_param_count_derives_missing_n_params(capsys, monkeypatch, dbpath, tmp_p
 
     llama = tmp_path / "llama.jsonl"
     LLAMA.drop(columns="n_params").to_json(llama, orient="records", lines=True)
-    code, out, err = run(capsys, monkeypatch, "runs", "import", llama, "--db", dbpath, "--param-count", "swiglu", "--json")
+    code, out, err = run_cli("runs", "import", llama, "--db", dbpath, "--param-count", "swiglu", "--json")
     assert code == 0, err
     assert json.loads(out)["derived_n_params"] == 2 and json.loads(out)["param_count"] == "swiglu"
     got = RunDB(dbpath).runs(where=[("source", "=", "llama")])
@@ -80,7 +72,7 @@ def test_param_count_derives_missing_n_params(capsys, monkeypatch, dbpath, tmp_p
     # a row that can be derived from nothing is named, with the fix
     partial = tmp_path / "partial.csv"
     GPT2.drop(columns="n_params").assign(n_layer=[12, None, 36, 48]).to_csv(partial, index=False)
-    code, _, err = run(capsys, monkeypatch, "runs", "import", partial, "--db", dbpath, "--param-count", "swiglu")
+    code, _, err = run_cli("runs", "import", partial, "--db", dbpath, "--param-count", "swiglu")
     _one_line_error(code, err, "row 2, column 'n_params'", "give n_embd and n_layer to derive it")
 
 
@@ -88,11 +80,11 @@ def test_param_count_checks_given_counts(capsys, monkeypatch, dbpath, tmp_path):
     # GQA-style counts below the full multi-head SwiGLU count: imported as given, with a warning
     table = tmp_path / "gqa.csv"
     LLAMA.assign(n_params=count_params("swiglu", LLAMA.n_embd, LLAMA.n_layer) * [0.9, 1.0]).to_csv(table, index=False)
-    code, out, err = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath, "--param-count", "swiglu")
+    code, out, err = run_cli("runs", "import", table, "--db", dbpath, "--param-count", "swiglu")
     assert code == 0, err
     assert "warning: 1 of 2 row(s) have n_params below 0.98x the swiglu count" in out and "row 1" in out
     assert RunDB(dbpath).runs()["n_params"].iloc[0] == pytest.approx(0.9 * 6_476_271_616)
-    code, _, err = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath, "--source", "b",
+    code, _, err = run_cli("runs", "import", table, "--db", dbpath, "--source", "b",
                        "--param-count", "mamba")
     assert code == 2 and "Traceback" not in err  # a closed choice
 
@@ -103,7 +95,7 @@ def test_param_count_checks_given_counts(capsys, monkeypatch, dbpath, tmp_path):
 def test_embedding_inclusive_counts_warn_and_subtract_exactly(capsys, monkeypatch, dbpath, tmp_path):
     table = tmp_path / "gpt2.csv"
     GPT2.to_csv(table, index=False)
-    code, out, err = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath)
+    code, out, err = run_cli("runs", "import", table, "--db", dbpath)
     assert code == 0, err  # imported as given: a warning, not a refusal
     warning = next(line for line in out.splitlines() if "warning:" in line)
     assert "1 of 4 row(s) have n_params above 1.3x the gpt2-12N2 count" in warning
@@ -112,12 +104,12 @@ def test_embedding_inclusive_counts_warn_and_subtract_exactly(capsys, monkeypatc
     assert RunDB(dbpath).runs()["n_params"].tolist() == GPT2.n_params.tolist()
 
     # with the architecture named, every size is flagged (embeddings are 9-32% of GPT-2's counts)
-    code, out, _ = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath, "--source", "b",
+    code, out, _ = run_cli("runs", "import", table, "--db", dbpath, "--source", "b",
                        "--param-count", "gpt2-12N2", "--json")
     assert code == 0 and json.loads(out)["warnings"][0].startswith("4 of 4 row(s) have n_params above 1.02x")
     assert "--learned-positions" in json.loads(out)["warnings"][0]
 
-    code, out, err = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath, "--source", "c",
+    code, out, err = run_cli("runs", "import", table, "--db", dbpath, "--source", "c",
                          "--param-count", "gpt2-12N2", "--subtract-embeddings", "50257", "--learned-positions")
     assert code == 0, err
     assert "warning" not in out and "VOCAB·n_embd + seq_len·n_embd (VOCAB 50257) embedding parameters taken off for 4 row(s)" in out
@@ -126,9 +118,9 @@ def test_embedding_inclusive_counts_warn_and_subtract_exactly(capsys, monkeypatc
 
     llama = tmp_path / "llama.csv"
     LLAMA.to_csv(llama, index=False)
-    code, out, err = run(capsys, monkeypatch, "runs", "import", llama, "--db", dbpath, "--param-count", "swiglu")
+    code, out, err = run_cli("runs", "import", llama, "--db", dbpath, "--param-count", "swiglu")
     assert code == 0 and "--untied-embeddings" in out and "embedding-inclusive" in out, err
-    code, out, err = run(capsys, monkeypatch, "runs", "import", llama, "--db", dbpath, "--source", "llama2",
+    code, out, err = run_cli("runs", "import", llama, "--db", dbpath, "--source", "llama2",
                          "--param-count", "swiglu", "--subtract-embeddings", "32000", "--untied-embeddings")
     assert code == 0 and "warning" not in out, err
     assert RunDB(dbpath).runs(where=[("source", "=", "llama2")])["n_params"].tolist() == [6_476_271_616, 12_688_184_320]
@@ -137,13 +129,13 @@ def test_embedding_inclusive_counts_warn_and_subtract_exactly(capsys, monkeypatc
 def test_subtract_embeddings_refusals(capsys, monkeypatch, dbpath, tmp_path):
     table = tmp_path / "gpt2.csv"
     GPT2.to_csv(table, index=False)
-    code, _, err = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath, "--subtract-embeddings", "500000")
+    code, _, err = run_cli("runs", "import", table, "--db", dbpath, "--subtract-embeddings", "500000")
     _one_line_error(code, err, "row 1, column 'n_params'", "is not positive", "already non-embedding")
     GPT2.drop(columns="seq_len").to_csv(table, index=False)
-    code, _, err = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath, "--subtract-embeddings",
+    code, _, err = run_cli("runs", "import", table, "--db", dbpath, "--subtract-embeddings",
                        "50257", "--learned-positions")
     _one_line_error(code, err, "no seq_len column", "--set seq_len=VALUE")
-    code, _, err = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath, "--untied-embeddings")
+    code, _, err = run_cli("runs", "import", table, "--db", dbpath, "--untied-embeddings")
     _one_line_error(code, err, "give it too")
     assert not dbpath.exists() or RunDB(dbpath).count() == 0
 
@@ -175,9 +167,9 @@ def _assert_same_runs(a: pd.DataFrame, b: pd.DataFrame, columns) -> None:
 def test_export_then_import_without_options_gives_the_same_runs(capsys, monkeypatch, dbpath, tmp_path, ext):
     _db_with_imported_and_trained(dbpath)
     out = tmp_path / f"exported.{ext}"
-    assert run(capsys, monkeypatch, "runs", "export", "--out", out, "--db", dbpath)[0] == 0
+    assert run_cli("runs", "export", "--out", out, "--db", dbpath)[0] == 0
     other = tmp_path / "other.sqlite"
-    code, stdout, err = run(capsys, monkeypatch, "runs", "import", out, "--db", other)
+    code, stdout, err = run_cli("runs", "import", out, "--db", other)
     assert code == 0, err
     assert "as sources 'epoch' (245 runs), 'trained' (1 run)" in stdout
     a, b = RunDB(dbpath).runs(statuses=None), RunDB(other).runs(statuses=None)
@@ -187,10 +179,10 @@ def test_export_then_import_without_options_gives_the_same_runs(capsys, monkeypa
 def test_export_all_columns_round_trips_and_never_skips_training(capsys, monkeypatch, dbpath, tmp_path):
     rdb, rid = _db_with_imported_and_trained(dbpath)
     out = tmp_path / "everything.csv"
-    assert run(capsys, monkeypatch, "runs", "export", "--out", out, "--all-columns", "--db", dbpath)[0] == 0
+    assert run_cli("runs", "export", "--out", out, "--all-columns", "--db", dbpath)[0] == 0
     assert is_cp_plan_export(pd.read_csv(out, nrows=0).columns)
     other = tmp_path / "other.sqlite"
-    code, stdout, err = run(capsys, monkeypatch, "runs", "import", out, "--db", other)
+    code, stdout, err = run_cli("runs", "import", out, "--db", other)
     assert code == 0, err
     assert "orig_config_hash" in stdout and "never resumed or skipped" in stdout
     a, b = RunDB(dbpath).runs(statuses=None), RunDB(other).runs(statuses=None)
@@ -208,10 +200,10 @@ def test_export_all_columns_round_trips_and_never_skips_training(capsys, monkeyp
 
     # an export of the copy imports again (the first origin's bookkeeping stays)
     again = tmp_path / "again.jsonl"
-    assert run(capsys, monkeypatch, "runs", "export", "--out", again, "--all-columns", "--status", "done",
+    assert run_cli("runs", "export", "--out", again, "--all-columns", "--status", "done",
                "--db", other)[0] == 0
     third = tmp_path / "third.sqlite"
-    code, _, err = run(capsys, monkeypatch, "runs", "import", again, "--db", third)
+    code, _, err = run_cli("runs", "import", again, "--db", third)
     assert code == 0, err
     c = RunDB(third).runs().set_index("run_id")
     assert c.loc[rid, "orig_config_hash"] == "cafe0123" and c.loc[rid, "source"] == "trained"
@@ -221,15 +213,15 @@ def test_export_with_unfinished_runs_says_how_to_export_finished_ones(capsys, mo
     rdb, _ = _db_with_imported_and_trained(dbpath)
     rdb.start_run({"n_embd": 64, "n_layer": 8}, "beef", n_params=4e5)  # still running
     out = tmp_path / "all.csv"
-    assert run(capsys, monkeypatch, "runs", "export", "--out", out, "--db", dbpath)[0] == 0
-    code, _, err = run(capsys, monkeypatch, "runs", "import", out, "--db", tmp_path / "copy.sqlite")
+    assert run_cli("runs", "export", "--out", out, "--db", dbpath)[0] == 0
+    code, _, err = run_cli("runs", "import", out, "--db", tmp_path / "copy.sqlite")
     _one_line_error(code, err, "value 'running' is not one of done", "--status done --status diverged")
 
 
 def test_source_defaults_to_the_file_stem(capsys, monkeypatch, dbpath, tmp_path):
     table = tmp_path / "Epoch data (2024).csv"
     GPT2.to_csv(table, index=False)
-    code, out, err = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath)
+    code, out, err = run_cli("runs", "import", table, "--db", dbpath)
     assert code == 0 and "as source 'Epoch-data-2024'" in out, err
     assert set(RunDB(dbpath).runs()["source"]) == {"Epoch-data-2024"}
     assert RunDB(dbpath).runs()["run_id"].iloc[0] == "Epoch-data-2024-0"
@@ -237,7 +229,7 @@ def test_source_defaults_to_the_file_stem(capsys, monkeypatch, dbpath, tmp_path)
         source_from_path("trained.csv")
     # a table's own source 'trained' is kept only from a cp-plan export
     (tmp_path / "t.csv").write_text("n_params,n_tokens,loss,source\n1e6,2e7,3.0,trained\n")
-    code, _, err = run(capsys, monkeypatch, "runs", "import", tmp_path / "t.csv", "--db", dbpath)
+    code, _, err = run_cli("runs", "import", tmp_path / "t.csv", "--db", dbpath)
     _one_line_error(code, err, "value 'trained' is reserved for runs cp-plan trains")
 
 
@@ -270,7 +262,7 @@ def grid(dbpath, tmp_path):
 ])
 def test_where_takes_comparisons(capsys, monkeypatch, grid, where, ids):
     args = [a for w in where for a in ("--where", w)]
-    code, out, err = run(capsys, monkeypatch, "runs", "list", "--db", grid, "--json", *args)
+    code, out, err = run_cli("runs", "list", "--db", grid, "--json", *args)
     assert code == 0, err
     assert [r["run_id"] for r in json.loads(out)] == ids
 
@@ -301,7 +293,7 @@ def test_where_on_stored_columns_is_in_the_query(monkeypatch, grid):
     ("nope>1", "unknown column 'nope'"),
 ])
 def test_bad_where_is_one_line(capsys, monkeypatch, grid, expr, fragment):
-    code, _, err = run(capsys, monkeypatch, "runs", "list", "--db", grid, "--where", expr)
+    code, _, err = run_cli("runs", "list", "--db", grid, "--where", expr)
     _one_line_error(code, err, fragment)
 
 
@@ -331,15 +323,15 @@ def _synthetic_runs(with_base: bool) -> pd.DataFrame:
 def test_imported_runs_without_base_or_lr_serve_every_law_and_the_plan(capsys, monkeypatch, dbpath, tmp_path):
     table = tmp_path / "nobase.csv"
     _synthetic_runs(with_base=False).to_csv(table, index=False)
-    code, out, err = run(capsys, monkeypatch, "runs", "import", table, "--db", dbpath)
+    code, out, err = run_cli("runs", "import", table, "--db", dbpath)
     assert code == 0 and "24 run(s)" in out, err
     for law in (["shape"], ["chinchilla"], ["compute", "--pool-shapes"]):
-        code, out, err = run(capsys, monkeypatch, "fit", "--law", *law, "--db", dbpath, "--bootstrap", "0", "--json")
+        code, out, err = run_cli("fit", "--law", *law, "--db", dbpath, "--bootstrap", "0", "--json")
         assert code == 0, (law, err)
         fitted = json.loads(out)["laws"]
         assert fitted and all(math.isfinite(v) for f in fitted.values() for v in f["values"].values()), law
 
-    code, out, err = run(capsys, monkeypatch, "recommend", "--params", "1e7", "--db", dbpath, "--json")
+    code, out, err = run_cli("recommend", "--params", "1e7", "--db", dbpath, "--json")
     assert code == 0, err
     plan = json.loads(out)
     assert plan["n_embd"] > 0 and plan["hparams"] is None and "mup" in plan["savings"]
@@ -353,8 +345,8 @@ def test_imported_runs_without_base_or_lr_serve_every_law_and_the_plan(capsys, m
     with_base = tmp_path / "base.csv"
     _synthetic_runs(with_base=True).to_csv(with_base, index=False)
     other = tmp_path / "base.sqlite"
-    assert run(capsys, monkeypatch, "runs", "import", with_base, "--db", other)[0] == 0
-    code, out, err = run(capsys, monkeypatch, "recommend", "--params", "1e7", "--db", other, "--json")
+    assert run_cli("runs", "import", with_base, "--db", other)[0] == 0
+    code, out, err = run_cli("recommend", "--params", "1e7", "--db", other, "--json")
     assert code == 0, err
     plan = json.loads(out)
     warnings = " | ".join(plan["warnings"])

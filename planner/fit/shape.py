@@ -339,13 +339,9 @@ def build_spec(data: ShapeData, form_name: str, design: Design, delta: float | N
         for lev in np.unique(data.levels):
             m = data.levels == lev
             r_star = math.exp(values["mu0"] + values.get("mu1", 0.0) * float(np.mean(X["x"][m])))
-            lo, hi = float(data.ratio[m].min()), float(data.ratio[m].max())
-            if not lo <= r_star <= hi:
-                out.append(f"the fitted optimum N:L {r_star:.3g} at P≈{float(np.median(data.p[m])):.3g} lies outside "
-                           f"the sampled ratios [{lo:.3g}, {hi:.3g}]: the runs do not bracket the optimum; add shapes "
-                           f"{'deeper' if r_star < lo else 'wider'} than N:L {lo if r_star < lo else hi:.3g} at that size "
-                           f"(e.g. cp-plan sweep shape --params {float(np.median(data.p[m])):.3g} --ratios "
-                           f"{max(r_star, 1.0):.2g})")
+            note = unbracketed_optimum(r_star, data.ratio[m], data.p[m])
+            if note:
+                out.append(note)
         return out
 
     return common.Spec(
@@ -580,3 +576,16 @@ def joint_parametric_samples(result: FitResult, n: int) -> np.ndarray:
     if full.shape[1] != len(j["names"]):  # no θ recorded: the point values repeated
         return full
     return full[:, list(j["columns"])]
+
+
+def unbracketed_optimum(r_star: float, ratios, params) -> str | None:
+    """The warning for a fitted optimum N:L ``r_star`` outside the N:L range the runs of one size
+    sampled (``ratios``, ``params``: theirs), naming the sweep that would bracket it; None inside."""
+    lo, hi = float(np.min(ratios)), float(np.max(ratios))
+    if lo <= r_star <= hi:
+        return None
+    p = float(np.median(params))
+    return (f"the fitted optimum N:L {r_star:.3g} at P≈{p:.3g} lies outside the sampled ratios [{lo:.3g}, {hi:.3g}]: "
+            f"the runs do not bracket the optimum; add shapes {'deeper' if r_star < lo else 'wider'} than N:L "
+            f"{lo if r_star < lo else hi:.3g} at that size (e.g. cp-plan sweep shape --params {p:.3g} --ratios "
+            f"{max(r_star, 1.0):.2g})")

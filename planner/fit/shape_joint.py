@@ -42,7 +42,7 @@ from planner.fit.result import FitResult
 from planner.fit.shape import (BOUNDS, EXPONENT_STARTS, FORMS, SHARED, ShapeData, _vertex_guess, design_for,  # noqa: F401
                                group_columns, group_value_names, joint_parametric_samples as parametric_samples,
                                joint_theta_names, joint_to_values_fn, joint_value_names, pen_names, prepare,
-                               size_levels)
+                               size_levels, unbracketed_optimum)
 
 MU_MARGIN = 2.0  # ln units (a factor e² ≈ 7.4 in N:L) the optimum may lie beyond the sampled N:L
 
@@ -204,13 +204,9 @@ def build_spec(jd: JointData, form: str, has_e: bool, delta, p_ref: float,
             for lev in np.unique(data.levels[m]):
                 mm = m & (data.levels == lev)
                 r_star = math.exp(mu0 + mu1 * float(np.mean(X["x"][mm])))
-                lo, hi = float(data.ratio[mm].min()), float(data.ratio[mm].max())
-                if not lo <= r_star <= hi:
-                    out.append(f"[{name}] the fitted optimum N:L {r_star:.3g} at P≈{float(np.median(data.p[mm])):.3g} "
-                               f"lies outside the sampled ratios [{lo:.3g}, {hi:.3g}]: the runs do not bracket the "
-                               f"optimum; add shapes {'deeper' if r_star < lo else 'wider'} than N:L "
-                               f"{lo if r_star < lo else hi:.3g} at that size (e.g. cp-plan sweep shape --params "
-                               f"{float(np.median(data.p[mm])):.3g} --ratios {max(r_star, 1.0):.2g})")
+                note = unbracketed_optimum(r_star, data.ratio[mm], data.p[mm])
+                if note:
+                    out.append(f"[{name}] {note}")
         return out
 
     return common.Spec(
