@@ -82,3 +82,10 @@ def fit_progress(message: str) -> None:
     """Progress of a (re)fit of the laws, on stderr when a person watches it (a terminal)."""
     if sys.stderr.isatty():
         typer.echo(message, err=True)
+
+
+# The band options, shared by `recommend` and `report` (planner.band: the criterion and its thresholds).
+BandCriterionOpt = Annotated[str, typer.Option("--band-criterion", metavar="compute|deficit|loss", help="Band criterion: compute (default: reaching the best shape's loss costs at most --max-overhead more training compute than the cheapest shape; scale-free), deficit (only the compute to make up the loss deficit, FLOPs per token not compared) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")]
+MaxOverheadOpt = Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")]
+ToleranceOpt = Annotated[float, typer.Option("--tolerance", help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")]
+ConfidenceOpt = Annotated[float, typer.Option("--confidence", help="The pick must be in the band for at least this share of the laws' samples.")]

@@ -10,7 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from commands.common import bootstrap_checked, DbOpt, emit_json, fit_progress, JsonOpt, plural
+from commands.common import (
+    BandCriterionOpt, bootstrap_checked, ConfidenceOpt, DbOpt, emit_json, fit_progress, JsonOpt,
+    MaxOverheadOpt, plural, ToleranceOpt,
+)
 from planner.errors import CpPlanError
 
 # ---------------------------------------------------------------- hparams (planner.rules)
@@ -113,10 +116,10 @@ def recommend(
     flops: Annotated[Optional[float], typer.Option("--flops", help="Training FLOP budget instead of --params (convention 6P+6NV+12LNT per token).")] = None,
     hardware: Annotated[str, typer.Option("--hardware", help="flat, weight-streaming, gpu, latency, memory, or a .toml/.json profile file (fields: planner/hardware.py).")] = "flat",
     parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape: completep, mup, sp, ...")] = "completep",
-    band_criterion: Annotated[str, typer.Option("--band-criterion", metavar="compute|deficit|loss", help="Band criterion: compute (default: reaching the best shape's loss costs at most --max-overhead more training compute than the cheapest shape; scale-free), deficit (only the compute to make up the loss deficit, FLOPs per token not compared) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")] = "compute",
-    max_overhead: Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")] = 0.2,
-    tolerance: Annotated[float, typer.Option(help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
-    confidence: Annotated[float, typer.Option(help="The pick must be in the band for at least this share of the laws' samples.")] = 0.9,
+    band_criterion: BandCriterionOpt = "compute",
+    max_overhead: MaxOverheadOpt = 0.2,
+    tolerance: ToleranceOpt = 0.01,
+    confidence: ConfidenceOpt = 0.9,
     tpp: Annotated[float, typer.Option("--tpp", help="Training tokens per non-embedding parameter.")] = 20.0,
     vocab_size: Annotated[int, typer.Option(help="Vocabulary of the planned model (counts 6NV FLOPs; default GPT-2 BPE).")] = 50257,
     seq_len: Annotated[int, typer.Option(help="Sequence length of the planned model (counts attention FLOPs).")] = 2048,

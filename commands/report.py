@@ -10,7 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from commands.common import bootstrap_checked, DbOpt, emit_json, fit_progress, JsonOpt, need_torch, WorkersOpt
+from commands.common import (
+    BandCriterionOpt, bootstrap_checked, ConfidenceOpt, DbOpt, emit_json, fit_progress, JsonOpt,
+    MaxOverheadOpt, need_torch, ToleranceOpt, WorkersOpt,
+)
 from planner.errors import CpPlanError
 
 # ---------------------------------------------------------------- report (reports)
@@ -24,10 +27,10 @@ def report(
     params: Annotated[Optional[float], typer.Option("--params", help="Include the plan for this many non-embedding parameters (with --hardware).")] = None,
     hardware: Annotated[Optional[str], typer.Option("--hardware", help="Hardware profile of the plan: flat, weight-streaming, gpu, latency, memory or a .toml/.json file.")] = None,
     parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="Whose law plans the shape.")] = "completep",
-    band_criterion: Annotated[str, typer.Option("--band-criterion", metavar="compute|deficit|loss", help="Band criterion: compute (default: reaching the best shape's loss costs at most --max-overhead more training compute than the cheapest shape; scale-free), deficit (only the compute to make up the loss deficit, FLOPs per token not compared) or loss (within --tolerance of the best total loss, the paper's wording at 1.5B).")] = "compute",
-    max_overhead: Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")] = 0.2,
-    tolerance: Annotated[float, typer.Option(help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")] = 0.01,
-    confidence: Annotated[float, typer.Option(help="The pick must be in the band for at least this share of the laws' samples.")] = 0.9,
+    band_criterion: BandCriterionOpt = "compute",
+    max_overhead: MaxOverheadOpt = 0.2,
+    tolerance: ToleranceOpt = 0.01,
+    confidence: ConfidenceOpt = 0.9,
     bootstrap: Annotated[int, typer.Option("--bootstrap", callback=bootstrap_checked, help="Bootstrap refits when the shape laws must be (re)fitted (seeded).")] = 200,
     json_out: JsonOpt = False,
 ) -> None:

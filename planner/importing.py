@@ -11,7 +11,7 @@ Hoffmann et al. 2022 use it for Chinchilla's budgets), and the row's ``flop_conv
 
 :func:`prepare_import` is a short list of steps (options, header, typed columns, status and loss,
 parameter counts, sources, tokens and FLOPs, run ids, extras), each reporting into one
-:class:`Problems` collector. (Just over 600 lines: every column rule of an import in one file.)
+:class:`Problems` collector. (Near 700 lines: every column rule of an import kept in one file.)
 """
 
 from __future__ import annotations
