@@ -341,7 +341,9 @@ def test_report_command_with_laws_and_plan(shape_db, tmp_path, capsys, monkeypat
     assert_self_contained(page)
     assert "shape law" in page and "Per-group hyperparameters" in page
     assert "Fitted compute laws" in page and "Loss vs FLOPs per N:L family" in page
-    assert "FLOP savings at the pick" in page
+    # the plan's tables come from planner.planview, as in `recommend --details`: each saving with its
+    # significance, each band edge with its interval
+    assert "saves at N:L" in page and "significant?" in page and "deep edge N:L" in page
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
 
 
