@@ -46,13 +46,13 @@ def fit(
         raise CpPlanError(f"--pool-shapes applies to --law compute only, not {law.value}; leave it out")
     if not 0 <= seed < 2 ** 32:
         raise CpPlanError(f"--seed {seed} must be an integer in [0, 2^32), e.g. --seed 0")
-    rdb = RunDB(db, create=False)
+    run_db = RunDB(db, create=False)
     where_d = where_terms(where)
-    df = rdb.runs(where=where_d)
+    df = run_db.runs(where=where_d)
     matching = " matching --where" if where_d else ""
     if len(df) < 2:
         raise CpPlanError(
-            f"{'no' if len(df) == 0 else 'only 1'} finished run{'' if len(df) == 1 else 's'}{matching} in {rdb.display}; "
+            f"{'no' if len(df) == 0 else 'only 1'} finished run{'' if len(df) == 1 else 's'}{matching} in {run_db.display}; "
             f"a {law.value} law needs several: train some (`cp-plan sweep shape ...`), import published ones "
             "(`cp-plan runs import ...`), or loosen --where")
     notes = []
@@ -73,7 +73,7 @@ def fit(
     finally:
         if busy is not None:
             busy.stop()
-    payload = {"law": law.value, "db": rdb.display, "where": format_where(where_d), "bootstrap": bootstrap, "seed": seed,
+    payload = {"law": law.value, "db": run_db.display, "where": format_where(where_d), "bootstrap": bootstrap, "seed": seed,
                "laws": {k: r.to_json() for k, r in results.items()}, "skipped": skipped, "notes": notes}
     if out is not None:
         from planner.fileio import write_atomic

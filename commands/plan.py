@@ -233,12 +233,12 @@ def next_runs(
     profile = load_profile(hardware)
     lawset = load_laws(db=db, bootstrap=bootstrap,
                        on_fit=fit_progress)
-    rundb = RunDB(db, create=False)
+    run_db = RunDB(db, create=False)
     try:
-        proposal, text = plan_next(lawset, rundb, target, profile, budget_flops, max_runs=max_runs,
+        proposal, text = plan_next(lawset, run_db, target, profile, budget_flops, max_runs=max_runs,
                                    p_mults=tuple(mults), sweep_id=sweep_id)
     finally:
-        rundb.close()
+        run_db.close()
     write_atomic(out, text)
     proposal["sweep_file"] = str(out)
     if json_out:

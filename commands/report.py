@@ -48,7 +48,7 @@ def report(
     target = Target(n_params=params, parameterization=parameterization, band_criterion=band_criterion.strip().lower(),
                     max_overhead=max_overhead, tolerance=tolerance, confidence=confidence) if params is not None else None
     profile = load_profile(hardware) if hardware is not None else None
-    rundb = RunDB(db, create=False)
+    run_db = RunDB(db, create=False)
     notes: list[str] = []
     try:
         lawset = load_laws(db=db, laws_path=laws, bootstrap=bootstrap,
@@ -71,7 +71,7 @@ def report(
     from reports.build import build_report
     from reports.page import sections_present, write_report
 
-    page = build_report(rundb, lawset, plan, tolerance=tolerance, notes=notes)
+    page = build_report(run_db, lawset, plan, tolerance=tolerance, notes=notes)
     path = write_report(out, page)
     present = sections_present(page)
     if json_out:
@@ -121,14 +121,14 @@ def reproduce(
                    "coordinate checks take minutes)")
         return
     need_torch()
-    rundb = RunDB(db)
+    run_db = RunDB(db)
     if report_dir is None:
         report_dir = _default_report_dir(db)
     summary = {}
     if not report_only:
-        summary = run_reproduction(get_scale(scale), rundb, workers, steps,
+        summary = run_reproduction(get_scale(scale), run_db, workers, steps,
                                    log=lambda m: typer.echo(m, err=True))
-    summary["written"] = _write_reproduction_reports(rundb, db, Path(report_dir))
+    summary["written"] = _write_reproduction_reports(run_db, db, Path(report_dir))
     if json_out:
         emit_json(summary)
     else:
@@ -149,7 +149,7 @@ def _default_report_dir(db: Optional[str]) -> str:
     return str(Path("reports") / re.sub(r"[^A-Za-z0-9._-]", "_", name))
 
 
-def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list[str]:
+def _write_reproduction_reports(run_db, db: Optional[str], out_dir: Path) -> list[str]:
     """Fit (or load cached) shape laws, plan 1.5B for weight-streaming and latency, and write
     the HTML report and the markdown summary side by side."""
     from planner.lawcache import load_laws
@@ -172,8 +172,8 @@ def _write_reproduction_reports(rundb, db: Optional[str], out_dir: Path) -> list
                 notes.append(f"no {hw} plan: {exc}")
     out_dir.mkdir(parents=True, exist_ok=True)
     html = write_report(out_dir / "reproduction.html",
-                        build_report(rundb, lawset, plans.get("weight-streaming"), notes=notes))
-    text = build_summary(rundb, lawset) + plans_markdown(plans)
+                        build_report(run_db, lawset, plans.get("weight-streaming"), notes=notes))
+    text = build_summary(run_db, lawset) + plans_markdown(plans)
     md = out_dir / "REPRODUCTION.md"
     from planner.fileio import write_atomic
 

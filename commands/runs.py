@@ -65,8 +65,8 @@ def runs_list(
     from planner.db import CANONICAL_COLUMNS, RunDB
     from planner.tableio import records_for_json
 
-    rdb = RunDB(db, create=False)
-    df = rdb.runs(where=where_terms(where), statuses=[s.value for s in status] if status else None,
+    run_db = RunDB(db, create=False)
+    df = run_db.runs(where=where_terms(where), statuses=[s.value for s in status] if status else None,
                   limit=limit or None)
     records = records_for_json(df, df.columns if all_columns else CANONICAL_COLUMNS)
     if json_out:
@@ -84,7 +84,7 @@ def runs_list(
     shown = list(records[0]) if records and all_columns else [
         "run_id", "status", "source", "sweep_id", "parameterization", "alpha", "n_embd", "n_layer",
         "n_params", "n_tokens", "flops", "loss", "lr"]
-    table = Table(title=f"{plural(len(records), 'run')} in {rdb.display}",  # piped output gets room, not 80 columns
+    table = Table(title=f"{plural(len(records), 'run')} in {run_db.display}",  # piped output gets room, not 80 columns
                   caption=None if all_columns else "validation loss: nats per token of each run's tokenizer "
                   "(bytes for cp-plan's own runs); training FLOPs: each run's flop_convention")
     for col in shown:
@@ -106,11 +106,11 @@ def runs_show(
     from planner.db import RunDB, curve_summary
     from planner.tableio import records_for_json
 
-    rdb = RunDB(db, create=False)
-    run = rdb.get_run(run_id)
+    run_db = RunDB(db, create=False)
+    run = run_db.get_run(run_id)
     config = run.pop("config")
     run.pop("config_json")
-    points = rdb.curve(run["run_id"])
+    points = run_db.curve(run["run_id"])
     out = {"run": run, "config": config, "curve_summary": curve_summary(points)}
     if curve:
         out["curve"] = records_for_json(points)
@@ -120,7 +120,7 @@ def runs_show(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"run {run['run_id']} ({run['status']}) in {rdb.display}", show_header=False)
+    table = Table(title=f"run {run['run_id']} ({run['status']}) in {run_db.display}", show_header=False)
     table.add_column("field")
     table.add_column("value")
     for key, value in run.items():
@@ -165,8 +165,8 @@ def runs_retrain(
     step 0 (its final checkpoint is removed). Sweeps and workers never re-open a 'done' run."""
     from planner.db import RunDB
 
-    rdb = RunDB(db, create=False)
-    before = rdb.reopen_run(run_id)
+    run_db = RunDB(db, create=False)
+    before = run_db.reopen_run(run_id)
     removed = None
     if before.get("config") and before.get("source", "trained") == "trained":
         from trainer.config import TrainConfig
@@ -202,12 +202,12 @@ def runs_export(
     from planner.tableio import table_format, write_table
 
     table_format(out)  # refuse a bad extension before touching the database
-    rdb = RunDB(db, create=False)
-    df = rdb.runs(where=where_terms(where), statuses=[s.value for s in status] if status else None)
+    run_db = RunDB(db, create=False)
+    df = run_db.runs(where=where_terms(where), statuses=[s.value for s in status] if status else None)
     # the FLOP convention travels with the flops, so an import of the file does not relabel them 6ND
     write_table(df if all_columns else df[list(CANONICAL_COLUMNS) + ["flop_convention"]], out)
     if json_out:
-        emit_json({"out": str(out), "n_runs": len(df), "db": rdb.display})
+        emit_json({"out": str(out), "n_runs": len(df), "db": run_db.display})
     else:
         typer.echo(f"wrote {len(df)} run(s) to {out}")
 
@@ -281,18 +281,18 @@ def runs_import(
         for w in plan.warnings:
             typer.echo(f"  warning: {w}")
         return
-    rdb = RunDB(db, create=True)
-    n = rdb.import_plan(plan)
+    run_db = RunDB(db, create=True)
+    n = run_db.import_plan(plan)
     for rid, points in curves.items():
-        rdb.add_curve(rid, points)
-    summary = {"imported": n, "file": str(file), "db": rdb.display, "mapping": dict(mapped), "notes": notes,
+        run_db.add_curve(rid, points)
+    summary = {"imported": n, "file": str(file), "db": run_db.display, "mapping": dict(mapped), "notes": notes,
                "curves": len(curves), **plan.summary()}
     if json_out:
         emit_json(summary)
         return
     sources = (f"source {plan.sources[0][0]!r}" if len(plan.sources) == 1 else "sources "
                + ", ".join(f"{s!r} ({plural(k, 'run')})" for s, k in plan.sources))
-    typer.echo(f"imported {n} run(s) from {file} into {rdb.display} as {sources}")
+    typer.echo(f"imported {n} run(s) from {file} into {run_db.display} as {sources}")
     if mapped:
         typer.echo(f"  column mapping: {mapping_text}")
     for note in notes:

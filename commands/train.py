@@ -303,15 +303,15 @@ def _print_sweep_dry_run(planned, kind: str, sweep_id: str, db, json_out: bool) 
 
     held: set = set()
     try:  # which configs the sweep would skip; a missing database holds none (a damaged one is an error)
-        rundb = RunDB(db, create=False)
+        run_db = RunDB(db, create=False)
     except NoDatabase:
-        rundb = None
-    if rundb is not None:
+        run_db = None
+    if run_db is not None:
         try:
-            runs = rundb.runs(statuses=("done", "diverged"))
+            runs = run_db.runs(statuses=("done", "diverged"))
             held = set(runs["config_hash"].dropna().tolist()) if "config_hash" in runs.columns else set()
         finally:
-            rundb.close()
+            run_db.close()
     rows = []
     for run in planned:
         c = run.config

@@ -140,11 +140,11 @@ def open_runs(db: str | None = None, statuses=("done",), where: dict | None = No
     """The runs of a run database (SQLite path or SQLAlchemy URL; default the project's)."""
     from planner.db import RunDB
 
-    rdb = RunDB(db, create=False)
+    run_db = RunDB(db, create=False)
     try:
-        return RunTable(rdb.runs(where=where, statuses=statuses), rdb.display)
+        return RunTable(run_db.runs(where=where, statuses=statuses), run_db.display)
     finally:
-        rdb.close()
+        run_db.close()
 
 
 def fit_laws(db: str | None = None, *, laws_file: str | None = None, bootstrap: int = 200, seed: int = 0,

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from planner.errors import CpPlanError
-from planner.shapes import Shape, block_params, n_params_nonembedding
+from planner.shapes import Shape, block_params, flops_per_token
 
 OBJECTIVES = ("deepest", "step_time", "latency", "loss")
 
@@ -157,7 +157,7 @@ class HardwareProfile:
         """
         n, l, tp, pp = shape.n_embd, shape.n_layer, self.tensor_parallel, self.pipeline_stages
         tokens = self.microbatch_tokens
-        flops = (6.0 * n_params_nonembedding(n, l) + 6.0 * n * vocab_size + 12.0 * l * n * seq_len) * tokens
+        flops = flops_per_token(n, l, vocab_size, seq_len) * tokens
         per_gpu_width = n / tp
         efficiency = per_gpu_width / (per_gpu_width + self.matmul_half_width)
         compute = flops / pp / (tp * self.peak_flops_per_s * efficiency)

@@ -223,19 +223,19 @@ def load_laws(db: str | None = None, laws_path: str | None = None, *,
     from planner.db import RunDB
 
     sha_before = _file_sha256(file_path) if file_path is not None else None
-    rundb = RunDB(db, create=False)
+    run_db = RunDB(db, create=False)
     try:
-        fingerprint = rundb.fingerprint()
+        fingerprint = run_db.fingerprint()
         if cached is not None and cached.get("fingerprint") == fingerprint:
             data, fitted = dict(cached), False  # a copy: the sha comparison below needs the old one
         else:
             if on_fit is not None:
-                on_fit(f"fitting shape laws from {rundb.display} (bootstrap {bootstrap}, seed {seed}) ...")
-            data, fitted = _fit_from_db(rundb, settings, on_fit), True
+                on_fit(f"fitting shape laws from {run_db.display} (bootstrap {bootstrap}, seed {seed}) ...")
+            data, fitted = _fit_from_db(run_db, settings, on_fit), True
             data["fingerprint"] = fingerprint
-        display = rundb.display
+        display = run_db.display
     finally:
-        rundb.close()
+        run_db.close()
     sha_after = _file_sha256(file_path) if file_path is not None else None
     data["db"] = display_path(display) if file_path is not None else display
     data["db_sha256"] = sha_after if sha_after is not None and sha_after == sha_before else None
@@ -322,24 +322,24 @@ def shape_frame(df):
     return df.reset_index(drop=True), dropped
 
 
-def _fit_from_db(rundb, settings: dict, progress: Callable[[str], None] | None = None) -> dict:
+def _fit_from_db(run_db, settings: dict, progress: Callable[[str], None] | None = None) -> dict:
 
-    all_done = rundb.runs()
+    all_done = run_db.runs()
     if len(all_done) == 0:
         raise CpPlanError(
-            f"the run database {rundb.display} has no finished runs; train a shape sweep "
+            f"the run database {run_db.display} has no finished runs; train a shape sweep "
             "(`cp-plan sweep shape --params P --ratios 8,16,32 --parameterizations sp,mup,completep`) "
             "or import published runs (`cp-plan runs import FILE`)"
         )
     if len(all_done) == 1:
         raise CpPlanError(
-            f"the run database {rundb.display} has only 1 finished run; a shape law needs several "
+            f"the run database {run_db.display} has only 1 finished run; a shape law needs several "
             "shapes at two or more sizes per parameterization: run `cp-plan sweep shape` at two --params"
         )
     df, dropped = shape_frame(all_done)
     if len(df) == 0:
         raise CpPlanError(
-            f"none of the {len(all_done)} finished runs in {rundb.display} can feed a shape law "
+            f"none of the {len(all_done)} finished runs in {run_db.display} can feed a shape law "
             f"({', '.join(f'{n} {why}' for why, n in dropped.items())}); run `cp-plan sweep shape`"
         )
     import numpy as np

@@ -1,5 +1,6 @@
 """Hostile input to the CLI and the run database: bad files, read-only storage, full disks, damaged
-databases, big tables.
+databases, big tables. (About 800 lines: one regression test per finding of three hostile probes,
+grouped by finding; the generated suite itself is bench/hostile.py.)
 
 One regression test (or more) per finding: nothing wrong is stored, nothing is half-written,
 every failure is one line on stderr, and the big-table paths stay bounded. The structural CSV

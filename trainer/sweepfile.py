@@ -175,10 +175,10 @@ def sweep_file_text(configs: list[tuple[TrainConfig, str]], sweep_id: str, sweep
     return json.dumps(data, indent=2) + "\n"
 
 
-def plan_next(lawset, rundb, target, hardware, budget_flops: float, *, max_runs: int, p_mults,
+def plan_next(lawset, run_db, target, hardware, budget_flops: float, *, max_runs: int, p_mults,
               sweep_id: str | None = None) -> tuple[dict, str]:
     """`cp-plan next`: the proposal (planner.nextruns) for ``target`` from ``lawset`` (fitted from
-    ``rundb``), each run made a TrainConfig with the database's own training settings. Returns
+    ``run_db``), each run made a TrainConfig with the database's own training settings. Returns
     (the proposal as plain JSON with each run's seed, config hash and config; the sweep file text)."""
     from planner.lawcache import shape_frame
     from planner.nextruns import propose
@@ -186,7 +186,7 @@ def plan_next(lawset, rundb, target, hardware, budget_flops: float, *, max_runs:
 
     key = target.parameterization if target.parameterization in lawset.laws else law_key_for(target.parameterization)
     ctx = lawset.context.get(key) or {}
-    done = rundb.runs(statuses=("done", "diverged"))
+    done = run_db.runs(statuses=("done", "diverged"))
     frame, _ = shape_frame(done)
     settings, notes = training_settings(frame, ctx)
     tok_vocab = TOKENIZER_VOCAB.get(settings.get("tokenizer"), 256)
