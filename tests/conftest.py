@@ -10,6 +10,7 @@ database tests are skipped, with that reason shown in pytest's summary (`-rs`).
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 import pytest
@@ -21,6 +22,16 @@ def run_cli(*args) -> tuple[int, str, str]:
     import cli
 
     return cli.run_captured(args)
+
+
+def run_cli_process(*args, env: dict | None = None, timeout: float = 600):
+    """``cp-plan ARGS`` as a fresh process from the project root (``python -m cli``), with
+    ``env`` added to the environment: the CompletedProcess (text stdout and stderr)."""
+    import subprocess
+    from pathlib import Path
+
+    return subprocess.run([sys.executable, "-m", "cli", *map(str, args)], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def one_line_error(code: int, err: str, *fragments: str) -> None:

@@ -7,20 +7,18 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    proc = run_cli_process(*args)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

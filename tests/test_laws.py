@@ -13,6 +13,7 @@ import pytest
 
 from planner.errors import CpPlanError
 from planner.laws import LAWS, FitResult, fit_groups, fit_law, group_keys
+from conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
 
@@ -390,30 +391,17 @@ def test_registry_and_fitting_imports_no_torch_plotly_or_scipy():
 # ---------------------------------------------------------------------- CLI
 
 
-def run_cli(capsys, monkeypatch, *args):
-    import cli
-
-    monkeypatch.setattr(sys, "argv", ["cp-plan", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_cli_fit_empty_and_one_run_databases(tmp_path, capsys, monkeypatch):
     from planner.db import RunDB
 
     path = tmp_path / "runs.sqlite"
     RunDB(path).close()
-    code, out, err = run_cli(capsys, monkeypatch, "fit", "--law", "chinchilla", "--db", path)
+    code, out, err = run_cli("fit", "--law", "chinchilla", "--db", path)
     assert code == 1 and err.count("\n") == 1 and "no finished runs" in err and "import" in err
     db = RunDB(path)
     db.import_frame(chinchilla_runs().iloc[:1], source="test")
     db.close()
-    code, out, err = run_cli(capsys, monkeypatch, "fit", "--law", "chinchilla", "--db", path)
+    code, out, err = run_cli("fit", "--law", "chinchilla", "--db", path)
     assert code == 1 and err.count("\n") == 1 and "only 1 finished run" in err
 
 
@@ -426,7 +414,7 @@ def test_cli_fit_json_and_out_file(tmp_path, capsys, monkeypatch):
                               ignore_index=True), source="test")
     db.close()
     out_file = tmp_path / "laws.json"
-    code, out, err = run_cli(capsys, monkeypatch, "fit", "--law", "compute", "--db", path, "--bootstrap", "50",
+    code, out, err = run_cli("fit", "--law", "compute", "--db", path, "--bootstrap", "50",
                              "--json", "--out", out_file)
     assert code == 0, err
     payload = json.loads(out)
@@ -437,7 +425,7 @@ def test_cli_fit_json_and_out_file(tmp_path, capsys, monkeypatch):
     res = FitResult.from_json(saved["laws"]["sp/ratio=32"])
     assert res.samples.shape[0] == entry["n_samples"]
     assert res.values["a"] == pytest.approx(entry["values"]["a"])
-    code, out, err = run_cli(capsys, monkeypatch, "fit", "--law", "compute", "--db", path, "--where",
+    code, out, err = run_cli("fit", "--law", "compute", "--db", path, "--where",
                              "parameterization=sp", "--bootstrap", "0")
     assert code == 0, err
     assert "compute law — sp/ratio=32" in out and "asymptotic" in out and "mup" not in out

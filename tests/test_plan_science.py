@@ -13,6 +13,7 @@ from planner.band import Criterion, compute_band, paper_equivalent_overhead
 from planner.fit import gap as gapfit
 from planner.planlaws import GapLaw, ReferenceLaw, fit_plan_laws, replicate_noise
 from planner.recommend import Target, make_plan
+from conftest import run_cli_process as _cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -258,13 +259,6 @@ def test_cache_is_keyed_by_its_settings_and_stores_project_relative_paths(tmp_pa
 
 
 # ---------------------------------------------------------------------- cp-plan predict
-
-
-def _cli(*args):
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_predict_prints_loss_interval_unit_and_data_as_json():

@@ -21,6 +21,7 @@ from planner.recommend import Target, candidate_shapes, make_plan
 from planner.rules import BaseHParams, resolve_shape
 from planner.savings import continuous_shape, family_flops, flop_savings
 from planner.shapes import FLOP_CONVENTION, flops_per_token, n_params_nonembedding
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -323,23 +324,6 @@ def make_db(path, frame):
     return path
 
 
-def run_cli(*args, capsys=None):
-    """cli.main() in this process: (exit code, stdout, stderr)."""
-    import cli
-
-    old = sys.argv
-    sys.argv = ["cp-plan", *args]
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def synthetic_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("db") / "runs.sqlite"
@@ -351,7 +335,7 @@ def test_cli_recommend_fits_caches_and_plans(synthetic_db, capsys):
 
     cache = cache_path_for(str(synthetic_db), 30, 0)
     code, out, err = run_cli("recommend", "--db", str(synthetic_db), "--params", "1e8", "--hardware",
-                             "weight-streaming", "--bootstrap", "30", "--json", capsys=capsys)
+                             "weight-streaming", "--bootstrap", "30", "--json")
     assert code == 0, err
     first = json.loads(out)
     assert cache.is_file() and first["assumptions"]["laws"]["origin"] == "fitted"
@@ -361,20 +345,20 @@ def test_cli_recommend_fits_caches_and_plans(synthetic_db, capsys):
     assert first["hparams"]["base_n_embd"] == 64 and first["hparams"]["base"]["weight_decay"] == 0.1
     assert first["assumptions"]["extrapolation"] == pytest.approx(first["n_params"] / 3.2e6, rel=0.1)
     code, out, _ = run_cli("recommend", "--db", str(synthetic_db), "--params", "1e8", "--hardware",
-                           "weight-streaming", "--bootstrap", "30", "--json", capsys=capsys)
+                           "weight-streaming", "--bootstrap", "30", "--json")
     second = json.loads(out)
     assert second["assumptions"]["laws"]["origin"] == "cache"
     assert {k: v for k, v in second.items() if k != "assumptions"} == \
         {k: v for k, v in first.items() if k != "assumptions"}
-    code, out, err = run_cli("recommend", "--db", str(synthetic_db), "--bootstrap", "30", "--json", capsys=capsys)
+    code, out, err = run_cli("recommend", "--db", str(synthetic_db), "--bootstrap", "30", "--json")
     assert code == 0, err  # no flags: the paper's headline scale on the shape-neutral profile
     d = json.loads(out)
     assert abs(d["n_params"] / 1.5e9 - 1) < 0.1 and d["hardware"]["name"] == "flat" and "target_default" in d["assumptions"]
     code, out, _ = run_cli("recommend", "--db", str(synthetic_db), "--params", "1e8", "--hardware", "latency",
-                           "--bootstrap", "30", "--details", capsys=capsys)
+                           "--bootstrap", "30", "--details")
     assert code == 0 and "Alternatives and why each lost" in out and "completep saves at N:L" in out
     code, brief, _ = run_cli("recommend", "--db", str(synthetic_db), "--params", "1e8", "--hardware", "latency",
-                             "--bootstrap", "30", capsys=capsys)
+                             "--bootstrap", "30")
     assert code == 0 and "Alternatives" not in brief and "saves at this N:L" in brief and brief.count("\n") <= 32
 
 
@@ -385,7 +369,7 @@ def test_cli_planner_picks_the_true_optimum_of_a_synthetic_shape_law(tmp_path, c
     path = make_db(tmp_path / "runs.sqlite", runs)
     for n_params in (1e6, 1e7):
         code, out, err = run_cli("recommend", "--db", str(path), "--params", str(n_params), "--hardware", "flat",
-                                 "--d-head", "16", "--bootstrap", "10", "--json", capsys=capsys)
+                                 "--d-head", "16", "--bootstrap", "10", "--json")
         assert code == 0, err
         d = json.loads(out)
         # The fitted law finds the true optimum N:L (which drifts with P) ...
@@ -400,24 +384,24 @@ def test_cli_planner_picks_the_true_optimum_of_a_synthetic_shape_law(tmp_path, c
 def test_cli_refits_when_the_database_changes(tmp_path, capsys):
     path = make_db(tmp_path / "runs.sqlite", synthetic_runs(parameterizations=("completep", "mup")))
     args = ("recommend", "--db", str(path), "--params", "1e7", "--bootstrap", "10", "--json")
-    code, out, err = run_cli(*args, capsys=capsys)
+    code, out, err = run_cli(*args)
     assert code == 0, err
     fp1 = json.loads(out)["assumptions"]["laws"]["fingerprint"]
     make_db(path, synthetic_runs(parameterizations=("sp",)))
-    code, out, err = run_cli(*args, capsys=capsys)
+    code, out, err = run_cli(*args)
     d = json.loads(out)
     assert d["assumptions"]["laws"]["origin"] == "fitted" and d["assumptions"]["laws"]["fingerprint"] != fp1
     assert "sp" in d["savings"]
     from planner.lawcache import cache_path_for
 
-    code, out, err = run_cli(*args, "--laws", str(cache_path_for(str(path), 10, 0)), capsys=capsys)
+    code, out, err = run_cli(*args, "--laws", str(cache_path_for(str(path), 10, 0)))
     assert code == 0 and json.loads(out)["assumptions"]["laws"]["origin"] == "file"
 
 
 def test_cached_recommend_never_imports_torch_plotly_or_the_database_stack(synthetic_db, capsys):
     args = ["recommend", "--db", str(synthetic_db), "--params", "1.5e9", "--hardware", "weight-streaming",
             "--bootstrap", "30"]
-    assert run_cli(*args, capsys=capsys)[0] == 0  # warm the cache
+    assert run_cli(*args)[0] == 0  # warm the cache
     probe = (
         "import sys, cli\n"
         f"sys.argv = ['cp-plan', *{args!r}]\n"
@@ -449,7 +433,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys, case, args, mat
     args = [a.format(tmp=tmp_path, **{k: v for k, v in dbs.items()}) for a in args]
     if "--db" not in args:
         args += ["--db", str(tmp_path / "never-opened.sqlite")]
-    code, out, err = run_cli("recommend", *args, capsys=capsys)
+    code, out, err = run_cli("recommend", *args)
     assert code != 0 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cp-plan: error: "), err
@@ -465,7 +449,7 @@ def test_cache_records_the_database_hash_for_the_fast_path(synthetic_db, capsys)
     from planner.lawcache import cache_path_for
 
     cache = cache_path_for(str(synthetic_db), 30, 0)
-    run_cli("recommend", "--db", str(synthetic_db), "--params", "1e8", "--bootstrap", "30", "--json", capsys=capsys)
+    run_cli("recommend", "--db", str(synthetic_db), "--params", "1e8", "--bootstrap", "30", "--json")
     data = json.loads(cache.read_text())
     data["db_sha256"] = None
     cache.write_text(json.dumps(data))

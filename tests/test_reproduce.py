@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,8 @@ from trainer import corpus as english
 from trainer.config import TrainConfig
 from trainer.reproduce import (SCALES, dry_run, estimate_seconds, extension_shapes, open_sides, planned_runs,
                                seeds_at, shape_ladder, sweep_shapes)
+
+from conftest import run_cli_process
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "data" / "corpus"
@@ -31,10 +31,7 @@ def fixture_corpus(monkeypatch):
 
 
 def _cli(*args, env=None):
-    import os
-
-    proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
+    proc = run_cli_process(*args, env=env, timeout=900)
     return proc.returncode, proc.stdout, proc.stderr
 
 
