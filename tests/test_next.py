@@ -18,7 +18,8 @@ from planner.nextruns import greedy_design, propose
 from planner.planlaws import build_laws, fit_plan_laws
 from planner.recommend import Target, make_plan
 from planner.shapes import make_shape, shape_for_params, training_flops
-from test_recommend import make_db, run_cli, synthetic_runs
+from conftest import run_cli
+from test_recommend import make_db, synthetic_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE = 0.003  # seed noise of the simulated runs (nats)
@@ -144,7 +145,7 @@ def small_db(tmp_path_factory):
 def test_cli_next_json_writes_a_sweep_file_the_sweep_dry_run_accepts(small_db, tmp_path, capsys):
     out = tmp_path / "next.json"
     code, stdout, err = run_cli("next", "--db", str(small_db), "--params", "1e8", "--hardware", "weight-streaming",
-                                "--budget-flops", "1e15", "--bootstrap", "20", "--json", "--out", str(out), capsys=capsys)
+                                "--budget-flops", "1e15", "--bootstrap", "20", "--json", "--out", str(out))
     assert code == 0, err
     d = json.loads(stdout)
     assert d["runs"] and d["flops_used"] <= 1e15 and d["sweep_file"] == str(out)
@@ -159,7 +160,7 @@ def test_cli_next_json_writes_a_sweep_file_the_sweep_dry_run_accepts(small_db, t
     assert d["training_settings"]["d_head"] == 16 and d["training_settings"]["seq_len"] == 64
     assert d["training_settings"]["lr"] == 3e-3  # the base LR of the runs behind the laws
     # the file is the sweep machinery's: the dry run validates every config and trains nothing
-    code, stdout, err = run_cli("sweep", "file", str(out), "--dry-run", "--json", "--db", str(small_db), capsys=capsys)
+    code, stdout, err = run_cli("sweep", "file", str(out), "--dry-run", "--json", "--db", str(small_db))
     assert code == 0, err
     dry = json.loads(stdout)
     assert dry["dry_run"] and dry["planned"] == len(d["runs"]) == dry["to_train"]
@@ -180,7 +181,7 @@ def test_shipped_database_next_uses_its_own_training_settings(tmp_path, capsys):
     shutil.copy(ROOT / "data" / "runs" / "laws.json", tmp_path / "laws.json")
     out = tmp_path / "next.json"
     code, stdout, err = run_cli("next", "--db", str(db), "--params", "1.5e9", "--hardware", "weight-streaming",
-                                "--budget-flops", "1e15", "--json", "--out", str(out), capsys=capsys)
+                                "--budget-flops", "1e15", "--json", "--out", str(out))
     assert code == 0, err
     d = json.loads(stdout)
     assert d["runs"] and d["flops_used"] <= 1e15
@@ -189,7 +190,7 @@ def test_shipped_database_next_uses_its_own_training_settings(tmp_path, capsys):
         c = entry["config"]
         assert (c["tokenizer"], c["seq_len"], c["d_head"], c["base_n_embd"], c["base_n_layer"], c["lr"]) == \
             ("byte", 64, 16, 64, 2, 0.01)
-    code, stdout, err = run_cli("sweep", "file", str(out), "--dry-run", "--db", str(db), capsys=capsys)
+    code, stdout, err = run_cli("sweep", "file", str(out), "--dry-run", "--db", str(db))
     assert code == 0, err and f"{len(d['runs'])} to train" in stdout
 
 
@@ -203,7 +204,7 @@ def test_cli_next_bad_input_is_one_line(small_db, tmp_path, capsys, args, match)
     import re
 
     code, out, err = run_cli("next", "--db", str(small_db), "--params", "1e8", "--bootstrap", "20",
-                             "--out", str(tmp_path / "x.json"), *args, capsys=capsys)
+                             "--out", str(tmp_path / "x.json"), *args)
     assert code != 0 and re.search(match, err) and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x.json").exists()
 
@@ -212,10 +213,10 @@ def test_sweep_file_refuses_a_bad_config_naming_the_run(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"n_embd": 64, "n_layer": 2, "d_head": 16, "base_n_embd": 64},
                                {"n_embd": 100, "n_layer": 2, "d_head": 16, "base_n_embd": 64}]))
-    code, out, err = run_cli("sweep", "file", str(bad), "--dry-run", capsys=capsys)
+    code, out, err = run_cli("sweep", "file", str(bad), "--dry-run")
     assert code == 1 and "run 2" in err and "n_embd=100 is not a multiple of d_head=16" in err
     bad.write_text(json.dumps([{"n_embd": 64, "learning_rate": 1e-3}]))
-    code, out, err = run_cli("sweep", "file", str(bad), "--dry-run", capsys=capsys)
+    code, out, err = run_cli("sweep", "file", str(bad), "--dry-run")
     assert code == 1 and "run 1" in err and "learning_rate" in err
-    code, out, err = run_cli("sweep", "file", str(tmp_path / "missing.json"), "--dry-run", capsys=capsys)
+    code, out, err = run_cli("sweep", "file", str(tmp_path / "missing.json"), "--dry-run")
     assert code == 1 and "does not exist" in err
