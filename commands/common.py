@@ -2,8 +2,11 @@
 
 # (no `from __future__ import annotations`: typer would eval every string annotation of every command at each start)
 
+import functools
+import inspect
 import json
 import sys
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
@@ -89,3 +92,60 @@ BandCriterionOpt = Annotated[str, typer.Option("--band-criterion", metavar="comp
 MaxOverheadOpt = Annotated[float, typer.Option("--max-overhead", help="Compute criterion: extra compute a band shape may need, as a fraction (0.2 = 20%, the paper's 1%-of-loss band at 1.5B).")]
 ToleranceOpt = Annotated[float, typer.Option("--tolerance", help="Loss criterion: N:L within this relative loss of the best (0.01 = 1%).")]
 ConfidenceOpt = Annotated[float, typer.Option("--confidence", help="The pick must be in the band for at least this share of the laws' samples.")]
+
+
+# ---------------------------------------------------------------- option groups
+def option_group(group: type, options: tuple):
+    """A decorator: the command's parameter annotated ``group`` becomes ``options`` (name, typer
+    annotation, default; in --help order) on the command line, and the command receives them as
+    one ``group(...)`` object. typer reads the rewritten signature."""
+
+    def decorate(fn):
+        sig = inspect.signature(fn)
+        params = list(sig.parameters.values())
+        i = next(k for k, q in enumerate(params) if q.annotation is group)
+        name = params[i].name
+        params[i:i + 1] = [inspect.Parameter(opt, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                                             annotation=ann) for opt, ann, default in options]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            kwargs[name] = group(**{opt: kwargs.pop(opt) for opt, _, _ in options})
+            return fn(**kwargs)
+
+        command.__signature__ = sig.replace(parameters=params)
+        command.__annotations__ = {q.name: q.annotation for q in params}
+        del command.__wrapped__  # typer reads the new signature, not fn's
+        return command
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class BaseShape:
+    """The base shape where the base hyperparameters were tuned, and their values there: what
+    `train` and `hparams` share (planner.rules scales them to the target shape)."""
+
+    base_n_embd: int
+    base_n_layer: int
+    lr: float
+    init_std: float
+    weight_decay: float
+    eps: float
+
+    def hparams(self):
+        """The base values as planner.rules.BaseHParams."""
+        from planner.rules import BaseHParams
+
+        return BaseHParams(lr=self.lr, init_std=self.init_std, weight_decay=self.weight_decay, eps=self.eps)
+
+
+BASE_SHAPE_OPTIONS = (
+    ("base_n_embd", Annotated[int, typer.Option("--base-n-embd", help="Width N_base where the base HPs were tuned (m_N = N / N_base).")], 256),
+    ("base_n_layer", Annotated[int, typer.Option("--base-n-layer", help="Depth L_base where the base HPs were tuned (m_L = L / L_base).")], 2),
+    ("lr", Annotated[float, typer.Option("--lr", help="η_base: peak AdamW LR tuned at the base shape.")], 3e-3),
+    ("init_std", Annotated[float, typer.Option("--init-std", help="σ_base: init std at the base shape.")], 0.02),
+    ("weight_decay", Annotated[float, typer.Option("--weight-decay", help="λ_base: coupled AdamW weight decay.")], 0.1),
+    ("eps", Annotated[float, typer.Option("--eps", help="ε_base: AdamW epsilon.")], 1e-8),
+)
+with_base_shape_options = option_group(BaseShape, BASE_SHAPE_OPTIONS)

@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from commands.common import (
-    BandCriterionOpt, bootstrap_checked, ConfidenceOpt, DbOpt, emit_json, fit_progress, JsonOpt,
-    MaxOverheadOpt, plural, ToleranceOpt,
+    BandCriterionOpt, BaseShape, bootstrap_checked, ConfidenceOpt, DbOpt, emit_json, fit_progress, JsonOpt,
+    MaxOverheadOpt, plural, ToleranceOpt, with_base_shape_options,
 )
 from planner.errors import CpPlanError
 
@@ -27,30 +27,25 @@ class ParamName(str, Enum):
     depth_alpha = "depth-alpha"
 
 
+@with_base_shape_options
 def hparams(
     parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="sp, mup, completep, alpha0.5 or depth-alpha (with --alpha).")],
     n_embd: Annotated[int, typer.Option(help="Target width N.")],
     n_layer: Annotated[int, typer.Option(help="Target depth L (transformer blocks).")],
-    base_n_embd: Annotated[int, typer.Option(help="Width of the base shape whose HPs were tuned.")] = 256,
-    base_n_layer: Annotated[int, typer.Option(help="Depth of the base shape.")] = 2,
-    lr: Annotated[float, typer.Option(help="η_base: AdamW peak LR tuned at the base shape.")] = 3e-3,
-    init_std: Annotated[float, typer.Option(help="σ_base: init std at the base shape.")] = 0.02,
-    weight_decay: Annotated[float, typer.Option(help="λ_base: coupled AdamW weight decay.")] = 0.1,
-    eps: Annotated[float, typer.Option(help="ε_base: AdamW epsilon.")] = 1e-8,
+    base: BaseShape = None,
     alpha: Annotated[Optional[float], typer.Option(help="Depth exponent α in [0.5, 1] for depth-alpha.")] = None,
     d_head: Annotated[int, typer.Option(help="Head size (fixed as width grows).")] = 64,
     json_out: JsonOpt = False,
 ) -> None:
     """Print the per-group hyperparameters a shape gets under a parameterization."""
-    from planner.rules import BaseHParams, resolve_shape
+    from planner.rules import resolve_shape
     from planner.shapes import check_width
 
     check_width(n_embd, d_head)
-    check_width(base_n_embd, d_head)
-    rules = resolve_shape(parameterization, n_embd, n_layer, base_n_embd, base_n_layer,
-                          BaseHParams(lr=lr, init_std=init_std, weight_decay=weight_decay, eps=eps), alpha)
+    check_width(base.base_n_embd, d_head)
+    rules = resolve_shape(parameterization, n_embd, n_layer, base.base_n_embd, base.base_n_layer, base.hparams(), alpha)
     out = rules.to_dict()
-    out.update(n_embd=n_embd, n_layer=n_layer, base_n_embd=base_n_embd, base_n_layer=base_n_layer,
+    out.update(n_embd=n_embd, n_layer=n_layer, base_n_embd=base.base_n_embd, base_n_layer=base.base_n_layer,
                d_head=d_head, n_head=n_embd // d_head, attn_scale=rules.attn_scale(d_head))
     if json_out:
         emit_json(out)

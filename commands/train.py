@@ -2,8 +2,6 @@
 
 # (no `from __future__ import annotations`: typer would eval every string annotation of every command at each start)
 
-import functools
-import inspect
 import math
 import os
 import sys
@@ -14,25 +12,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from commands.common import DbOpt, emit_json, JsonOpt, need_torch, plural, print_error, WorkersOpt
+from commands.common import (BaseShape, DbOpt, emit_json, JsonOpt, need_torch, option_group, plural, print_error,
+                             with_base_shape_options, WorkersOpt)
 from planner.errors import CpPlanError
 
 sweep_app = typer.Typer(help='Run sweeps: fixed-parameter shape sweeps and LR-transfer sweeps.', no_args_is_help=True, rich_markup_mode=None)
 
 # ---------------------------------------------------------------- train (trainer)
 # (train command goes here)
+@with_base_shape_options
 def train(
     parameterization: Annotated[str, typer.Option("--parameterization", "-p", help="sp, mup, completep, alpha0.5 or depth-alpha (with --alpha).")] = "completep",
     alpha: Annotated[Optional[float], typer.Option(help="Depth exponent α in [0.5, 1] (depth-alpha only).")] = None,
     n_embd: Annotated[int, typer.Option(help="Width N (a multiple of --d-head).")] = 64,
     n_layer: Annotated[int, typer.Option(help="Depth L (transformer blocks).")] = 4,
     d_head: Annotated[int, typer.Option(help="Head size, fixed as width grows (n_head = N / d_head).")] = 64,
-    base_n_embd: Annotated[int, typer.Option(help="Width N_base where the base HPs were tuned (m_N = N / N_base).")] = 256,
-    base_n_layer: Annotated[int, typer.Option(help="Depth L_base where the base HPs were tuned (m_L = L / L_base).")] = 2,
-    lr: Annotated[float, typer.Option(help="η_base: peak AdamW LR at the base shape.")] = 3e-3,
-    init_std: Annotated[float, typer.Option(help="σ_base: init std at the base shape.")] = 0.02,
-    weight_decay: Annotated[float, typer.Option(help="λ_base: coupled AdamW weight decay.")] = 0.1,
-    eps: Annotated[float, typer.Option(help="ε_base: AdamW epsilon.")] = 1e-8,
+    base: BaseShape = None,
     beta1: Annotated[float, typer.Option(help="AdamW β1.")] = 0.9,
     beta2: Annotated[float, typer.Option(help="AdamW β2.")] = 0.95,
     input_mult: Annotated[float, typer.Option(help="α_in: embedding-output multiplier.")] = 1.0,
@@ -65,7 +60,8 @@ def train(
 ) -> None:
     """Train one model (one frozen config) and record the run in the run database."""
     # Every option but these five is a TrainConfig field of the same name.
-    options = {k: v for k, v in locals().items() if k not in ("resume", "progress", "threads", "db", "json_out")}
+    options = {k: v for k, v in locals().items() if k not in ("base", "resume", "progress", "threads", "db", "json_out")}
+    options.update(vars(base))
     from trainer.config import TrainConfig  # torch-free: bad options fail fast
 
     cfg = TrainConfig.from_dict(options)
@@ -157,31 +153,50 @@ class Launch:
     lease_s: float
 
 
-# The shared options, in --help order, each with its default: with_launch_options puts them where a
-# command declares ``launch: Launch`` (typer reads the signature), and hands the command one Launch.
+@dataclass(frozen=True)
+class SweepTraining:
+    """The training options `sweep shape` and `sweep lr` share: the base shape and how each run trains."""
+
+    base_n_embd: int
+    base_n_layer: int
+    d_head: int
+    batch_size: int
+    seq_len: int
+    seed: int
+    corpus: str
+    device: str
+    dtype: str
+    checkpoint_dir: Optional[str]
+
+    def config(self, **overrides):
+        """The sweep's base TrainConfig: these options at the base shape, plus ``overrides``."""
+        from trainer.config import TrainConfig
+
+        fields = dict(vars(self), n_embd=self.base_n_embd, n_layer=self.base_n_layer, **overrides)
+        return TrainConfig.from_dict({k: v for k, v in fields.items() if v is not None})
+
+
+# Each group's options in --help order, each with its default (commands.common.option_group).
 LAUNCH_OPTIONS = (("launcher", LauncherOpt, Launcher.local), ("partition", PartitionOpt, None),
                   ("time_limit", TimeOpt, "4:00:00"), ("gpus_per_node", GpusOpt, 1),
                   ("slurm_folder", SlurmDirOpt, None), ("wait", WaitOpt, True), ("lease_s", LeaseOpt, 300.0))
+SWEEP_TRAINING_OPTIONS = (("base_n_embd", BaseNEmbd, 64), ("base_n_layer", BaseNLayer, 2), ("d_head", DHead, 16),
+                          ("batch_size", BatchOpt, 32), ("seq_len", SeqOpt, 64), ("seed", SeedOpt, 0),
+                          ("corpus", CorpusOpt, "kjv"), ("device", DeviceOpt, "auto"),
+                          ("dtype", DtypeOpt, "float32"), ("checkpoint_dir", CkptDirOpt, None))
 
 
-def with_launch_options(fn):
-    """A sweep command whose ``launch`` parameter becomes the LAUNCH_OPTIONS on the command line."""
-    sig = inspect.signature(fn)
-    params = list(sig.parameters.values())
-    i = [q.name for q in params].index("launch")
-    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=ann)
-             for name, ann, default in LAUNCH_OPTIONS]
-    params[i:i + 1] = extra
+with_launch_options = option_group(Launch, LAUNCH_OPTIONS)
+with_sweep_training_options = option_group(SweepTraining, SWEEP_TRAINING_OPTIONS)
 
-    @functools.wraps(fn)
-    def command(**kwargs):
-        launch = Launch(**{name: kwargs.pop(name) for name, _, _ in LAUNCH_OPTIONS})
-        return fn(launch=launch, **kwargs)
 
-    command.__signature__ = sig.replace(parameters=params)
-    command.__annotations__ = {q.name: q.annotation for q in params}
-    del command.__wrapped__  # typer reads the new signature, not fn's
-    return command
+def _run_and_report(planned, db, sweep: str, sweep_id: str, workers: int, launch: Launch, json_out: bool) -> None:
+    """Launch a planned sweep and print its counts."""
+    counts = _launch(planned, db, sweep, sweep_id, workers, launch)
+    if json_out:
+        emit_json(counts)
+    else:
+        typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 
 def _launch(planned, db, sweep: str, sweep_id: str, workers: int, launch: Launch) -> dict:
@@ -200,27 +215,21 @@ def _launch(planned, db, sweep: str, sweep_id: str, workers: int, launch: Launch
                      lease_s=launch.lease_s, slurm=slurm, wait=launch.wait)
 
 
-def _print_counts(counts: dict, json_out: bool) -> None:
-    if json_out:
-        emit_json(counts)
-    else:
-        typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
+SweepIdOpt = Annotated[Optional[str], typer.Option("--sweep-id", help="Name recorded with each run.")]
 
 
 @sweep_app.command("shape")
 @with_launch_options
+@with_sweep_training_options
 def sweep_shape(
     params: Annotated[float, typer.Option("--params", help="Target non-embedding parameters P, e.g. 1e6.")],
     ratios: Annotated[str, typer.Option("--ratios", help="Comma list of N:L ratios, e.g. 4,8,16,32,64,128.")] = "4,8,16,32,64,128",
     parameterizations: ParamsListOpt = "sp,mup,completep",
     alpha: Annotated[Optional[float], typer.Option(help="α for depth-alpha.")] = None,
     tpp: Annotated[float, typer.Option("--tpp", help="Training tokens per non-embedding parameter.")] = 20.0,
-    base_n_embd: BaseNEmbd = 64, base_n_layer: BaseNLayer = 2, d_head: DHead = 16,
-    lr: LrOpt = 1e-2, batch_size: BatchOpt = 32, seq_len: SeqOpt = 64, seed: SeedOpt = 0,
-    corpus: CorpusOpt = "kjv", device: DeviceOpt = "auto", dtype: DtypeOpt = "float32",
-    workers: WorkersOpt = 1, sweep_id: Annotated[Optional[str], typer.Option(help="Name recorded with each run.")] = None,
-    launch: Launch = None,
-    checkpoint_dir: CkptDirOpt = None,
+    lr: LrOpt = 1e-2,
+    training: SweepTraining = None,
+    workers: WorkersOpt = 1, sweep_id: SweepIdOpt = None, launch: Launch = None,
     db: DbOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """Fixed-P width:depth sweep: one run per (parameterization, N:L), tpp·P tokens each."""
@@ -229,18 +238,14 @@ def sweep_shape(
 
     if not (math.isfinite(params) and params > 0):
         raise CpPlanError(f"--params {params} must be a positive number of non-embedding parameters, e.g. 1e6")
-    base = _base_train_config(n_embd=base_n_embd, n_layer=base_n_layer, d_head=d_head,
-                              base_n_embd=base_n_embd, base_n_layer=base_n_layer, lr=lr,
-                              batch_size=batch_size, seq_len=seq_len, seed=seed, corpus=corpus,
-                              device=device, dtype=dtype, checkpoint_dir=checkpoint_dir)
-    planned = shape_sweep(base, params, parse_list(ratios, float, "--ratios"),
+    planned = shape_sweep(training.config(lr=lr), params, parse_list(ratios, float, "--ratios"),
                           parse_parameterizations(parameterizations, alpha), tpp)
-    counts = _launch(planned, db, "shape", sweep_id or f"shape-P{params:.3g}", workers, launch)
-    _print_counts(counts, json_out)
+    _run_and_report(planned, db, "shape", sweep_id or f"shape-P{params:.3g}", workers, launch, json_out)
 
 
 @sweep_app.command("lr")
 @with_launch_options
+@with_sweep_training_options
 def sweep_lr(
     lrs: Annotated[str, typer.Option("--lrs", help="Comma list of base LRs, e.g. 1e-3,2e-3,4e-3,8e-3,1.6e-2,3.2e-2.")],
     depths: Annotated[Optional[str], typer.Option("--depths", help="Comma list of depths at the base width.")] = None,
@@ -248,12 +253,8 @@ def sweep_lr(
     parameterizations: ParamsListOpt = "mup,completep",
     alpha: Annotated[Optional[float], typer.Option(help="α for depth-alpha.")] = None,
     n_tokens: Annotated[float, typer.Option("--n-tokens", help="Training tokens per run (fixed across the grid).")] = 1e6,
-    base_n_embd: BaseNEmbd = 64, base_n_layer: BaseNLayer = 2, d_head: DHead = 16,
-    batch_size: BatchOpt = 32, seq_len: SeqOpt = 64, seed: SeedOpt = 0,
-    corpus: CorpusOpt = "kjv", device: DeviceOpt = "auto", dtype: DtypeOpt = "float32",
-    workers: WorkersOpt = 1, sweep_id: Annotated[Optional[str], typer.Option(help="Name recorded with each run.")] = None,
-    launch: Launch = None,
-    checkpoint_dir: CkptDirOpt = None,
+    training: SweepTraining = None,
+    workers: WorkersOpt = 1, sweep_id: SweepIdOpt = None, launch: Launch = None,
     db: DbOpt = None, json_out: JsonOpt = False,
 ) -> None:
     """LR-transfer sweep: an LR grid × depths (or widths) with the base HPs otherwise fixed."""
@@ -262,16 +263,11 @@ def sweep_lr(
 
     if not (math.isfinite(n_tokens) and n_tokens >= 1):
         raise CpPlanError(f"--n-tokens {n_tokens} must be a positive token count, e.g. 1e6")
-    base = _base_train_config(n_embd=base_n_embd, n_layer=base_n_layer, d_head=d_head,
-                              base_n_embd=base_n_embd, base_n_layer=base_n_layer,
-                              batch_size=batch_size, seq_len=seq_len, seed=seed, corpus=corpus,
-                              device=device, dtype=dtype, n_tokens=int(n_tokens), checkpoint_dir=checkpoint_dir)
-    planned = lr_sweep(base, parse_list(lrs, float, "--lrs"),
+    planned = lr_sweep(training.config(n_tokens=int(n_tokens)), parse_list(lrs, float, "--lrs"),
                        parse_list(depths, int, "--depths") if depths else None,
                        parse_list(widths, int, "--widths") if widths else None,
                        parse_parameterizations(parameterizations, alpha))
-    counts = _launch(planned, db, "lr", sweep_id or "lr-transfer", workers, launch)
-    _print_counts(counts, json_out)
+    _run_and_report(planned, db, "lr", sweep_id or "lr-transfer", workers, launch, json_out)
 
 
 @sweep_app.command("file")
@@ -279,7 +275,7 @@ def sweep_lr(
 def sweep_file(
     path: Annotated[Path, typer.Argument(metavar="FILE", help="Sweep file: a JSON list of training configs, or `cp-plan next` output.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the file and list its runs (and which the database already holds); train nothing.")] = False,
-    workers: WorkersOpt = 1, sweep_id: Annotated[Optional[str], typer.Option(help="Name recorded with each run (default: the file's).")] = None,
+    workers: WorkersOpt = 1, sweep_id: Annotated[Optional[str], typer.Option("--sweep-id", help="Name recorded with each run (default: the file's).")] = None,
     launch: Launch = None,
     db: DbOpt = None, json_out: JsonOpt = False,
 ) -> None:
@@ -292,8 +288,7 @@ def sweep_file(
         _print_sweep_dry_run(planned, kind, sweep_id, db, json_out)
         return
     need_torch()
-    counts = _launch(planned, db, kind, sweep_id, workers, launch)
-    _print_counts(counts, json_out)
+    _run_and_report(planned, db, kind, sweep_id, workers, launch, json_out)
 
 
 def _print_sweep_dry_run(planned, kind: str, sweep_id: str, db, json_out: bool) -> None:

@@ -87,7 +87,8 @@ def _schedule(plan: Mapping) -> dict:
             "samples": steps * seqs}
 
 
-def _header(plan: Mapping, target: str) -> list[str]:
+def _header(plan: Mapping, target: str, *usage: str) -> str:
+    """The comment block every export opens with: the plan, the batch and schedule, then ``usage``."""
     t = plan["target"]
     sched = _schedule(plan)
     lines = [
@@ -106,7 +107,7 @@ def _header(plan: Mapping, target: str) -> list[str]:
     ]
     for w in plan.get("warnings") or []:
         lines.append(f"plan warning: {w}")
-    return lines
+    return _comment(lines + list(usage))
 
 
 def _group_lines(plan: Mapping) -> list[str]:
@@ -207,9 +208,8 @@ def render_nanogpt_mup(plan: Mapping) -> str:
     """A config file for EleutherAI/nanoGPT-mup (``python train.py config/<file>.py``)."""
     sched = _schedule(plan)
     hp = plan.get("hparams")
-    out = [_comment(_header(plan, "nanogpt-mup")
-                    + ["run: torchrun --standalone --nproc_per_node=8 train.py config/this_file.py "
-                       "(on the completep branch)"])]
+    out = [_header(plan, "nanogpt-mup", "run: torchrun --standalone --nproc_per_node=8 train.py config/this_file.py "
+                   "(on the completep branch)")]
     out.append("\n# model\n")
     out.append(f"n_layer = {plan['n_layer']}\n")
     out.append(f"n_embd = {plan['n_embd']}\n")
@@ -294,9 +294,8 @@ def render_megatron(plan: Mapping) -> str:
     """Megatron-LM arguments, one per line (``pretrain_gpt.py $(grep -v '^#' FILE) ...``)."""
     sched = _schedule(plan)
     hp = plan.get("hparams")
-    out = [_comment(_header(plan, "megatron")
-                    + ["use: torchrun ... pretrain_gpt.py $(grep -v '^#' THIS_FILE) --data-path ... "
-                       "--tokenizer-type ... (parallelism flags are yours to add)"])]
+    out = [_header(plan, "megatron", "use: torchrun ... pretrain_gpt.py $(grep -v '^#' THIS_FILE) --data-path ... "
+                   "--tokenizer-type ... (parallelism flags are yours to add)")]
     args: list[tuple[str, str | None, str]] = [
         ("--num-layers", str(plan["n_layer"]), ""),
         ("--hidden-size", str(plan["n_embd"]), ""),
@@ -390,7 +389,7 @@ def render_torchtitan(plan: Mapping) -> str:
         "llama3 is a SwiGLU / RMSNorm / RoPE model without biases: its parameter count differs from the",
         "plan's GPT-2-style 12N^2+13N per layer; the width, depth and heads are the plan's.",
     ]
-    out = [_comment(_header(plan, "torchtitan") + [""] + flavor)]
+    out = [_header(plan, "torchtitan", "", *flavor)]
     out.append("\n[job]\n")
     out.append(f"description = {_toml_str('cp-plan ' + str(plan['parameterization']) + ' plan: n_embd ' + str(plan['n_embd']) + ', n_layer ' + str(plan['n_layer']))}\n")
     out.append("\n[model]\nname = \"llama3\"\nflavor = \"cp-plan\"\n")

@@ -34,6 +34,20 @@ def run_cli_process(*args, env: dict | None = None, timeout: float = 600):
                           capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+def write_runs(url: str, worker: int, n_runs: int, config: dict, loss_step: float) -> None:
+    """One concurrent writer: ``n_runs`` runs, each started, given a curve, updated and finished
+    (a multiprocessing target for the tests that race writers against one database)."""
+    from planner.db import RunDB
+
+    run_db = RunDB(url)  # several processes may create the schema at the same moment
+    for i in range(n_runs):
+        rid = run_db.start_run({**config, "seed": i}, f"w{worker}-{i}", sweep_id=f"w{worker}")
+        run_db.add_curve(rid, [{"step": s, "train_loss": 4.0 - s / 10} for s in range(3)])
+        run_db.update_run(rid, step=2)
+        run_db.finish_run(rid, "done", loss=3.0 + i * loss_step, wall_s=0.01)
+    run_db.close()
+
+
 def one_line_error(code: int, err: str, *fragments: str) -> None:
     """A failed command's contract: exit 1, one ``cp-plan: error: ...`` line on stderr, no
     traceback, and each of ``fragments`` in it."""

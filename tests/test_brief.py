@@ -4,21 +4,16 @@ default, `--details` everything, and `--json` keeps the band curves behind `--cu
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
+from conftest import run_cli_process
 from planner.brief import plan_brief, rank_warnings
 
-ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["recommend", "--params", "1.5e9", "--hardware", "weight-streaming"]
 
 
 def _run(*extra):
-    env = {**os.environ, "COLUMNS": "80"}
-    proc = subprocess.run([sys.executable, "-m", "cli", *ARGS, *extra], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
+    """The command at 80 columns, as a user's terminal runs it: its stdout."""
+    proc = run_cli_process(*ARGS, *extra, env={"COLUMNS": "80"}, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

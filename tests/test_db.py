@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_runs
+
 from planner import db as dbmod
 from planner.db import CANONICAL_COLUMNS, RunDB, curve_summary, default_db_url
 from planner.errors import CpPlanError
@@ -336,16 +338,6 @@ def test_bad_source_names(db, source):
 # ------------------------------------------------------------------ concurrency
 
 
-def _writer(path: str, worker: int, n_runs: int) -> None:
-    rdb = RunDB(path)  # several processes may create the schema at the same moment
-    for i in range(n_runs):
-        rid = rdb.start_run({**CONFIG, "seed": i}, f"w{worker}-{i}", sweep_id=f"w{worker}")
-        rdb.add_curve(rid, [{"step": s, "train_loss": 4.0 - s / 10} for s in range(3)])
-        rdb.update_run(rid, step=2)
-        rdb.finish_run(rid, "done", loss=3.0 + i / 100, wall_s=0.01)
-    rdb.close()
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_concurrent_writers_lose_no_row(tmp_path, backend, request):
     if backend == "sqlite":
@@ -353,7 +345,7 @@ def test_concurrent_writers_lose_no_row(tmp_path, backend, request):
     else:
         url = request.getfixturevalue("pg_url")  # an empty database: schema creation races too
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    procs = [ctx.Process(target=_writer, args=(url, w, 25)) for w in range(4)]
+    procs = [ctx.Process(target=write_runs, args=(url, w, 25, CONFIG, 0.01)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:

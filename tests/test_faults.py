@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import write_runs
+
 from planner.db import RunDB
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,21 +39,11 @@ def url(request, tmp_path):
 # ------------------------------------------------------------------ 8 writers × 50 runs
 
 
-def _writer(url: str, worker: int, n_runs: int) -> None:
-    rdb = RunDB(url)  # the schema may be created by several processes at the same moment
-    for i in range(n_runs):
-        rid = rdb.start_run({**CONFIG, "seed": i}, f"w{worker}-{i}", sweep_id=f"w{worker}")
-        rdb.add_curve(rid, [{"step": s, "train_loss": 4.0 - s / 10} for s in range(3)])
-        rdb.update_run(rid, step=2)
-        rdb.finish_run(rid, "done", loss=3.0 + i / 1000, wall_s=0.01)
-    rdb.close()
-
-
 def test_eight_writers_fifty_runs_each_lose_no_row(url):
     n_procs, n_runs = 8, 50
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     t0 = time.monotonic()
-    procs = [ctx.Process(target=_writer, args=(url, w, n_runs)) for w in range(n_procs)]
+    procs = [ctx.Process(target=write_runs, args=(url, w, n_runs, CONFIG, 0.001)) for w in range(n_procs)]
     for p in procs:
         p.start()
     for p in procs:

@@ -49,9 +49,11 @@ class TestTable1:
     def rules(self, name, alpha, m_n, m_l):
         return resolve(name, m_n, m_l, BASE, alpha)
 
-    def test_embedding(self, name, alpha, family, true_alpha, m_n, m_l):
-        g = self.rules(name, alpha, m_n, m_l).groups["embedding"]
-        want = expected(family, true_alpha, m_n, m_l)["emb"]
+    @pytest.mark.parametrize("group,key", [("embedding", "emb"), ("hidden_weight", "hw"), ("unembedding", "unemb")])
+    def test_weight_group(self, name, alpha, family, true_alpha, m_n, m_l, group, key):
+        """The three weight groups' rows of the table: (init std, LR, weight decay, ε)."""
+        g = self.rules(name, alpha, m_n, m_l).groups[group]
+        want = expected(family, true_alpha, m_n, m_l)[key]
         assert (g.init_std, g.lr, g.weight_decay, g.eps) == pytest.approx(want, rel=1e-12)
 
     def test_block_layernorm(self, name, alpha, family, true_alpha, m_n, m_l):
@@ -59,11 +61,6 @@ class TestTable1:
         lr, eps = expected(family, true_alpha, m_n, m_l)["norm"]
         assert g.init == "ones/zeros" and g.init_std is None and g.weight_decay == 0.0
         assert (g.lr, g.eps) == pytest.approx((lr, eps), rel=1e-12)
-
-    def test_hidden_weights(self, name, alpha, family, true_alpha, m_n, m_l):
-        g = self.rules(name, alpha, m_n, m_l).groups["hidden_weight"]
-        want = expected(family, true_alpha, m_n, m_l)["hw"]
-        assert (g.init_std, g.lr, g.weight_decay, g.eps) == pytest.approx(want, rel=1e-12)
 
     def test_hidden_biases(self, name, alpha, family, true_alpha, m_n, m_l):
         g = self.rules(name, alpha, m_n, m_l).groups["hidden_bias"]
@@ -75,11 +72,6 @@ class TestTable1:
         g = self.rules(name, alpha, m_n, m_l).groups["final_norm"]
         lr, eps = expected(family, true_alpha, m_n, m_l)["fnorm"]
         assert g.weight_decay == 0.0 and (g.lr, g.eps) == pytest.approx((lr, eps), rel=1e-12)
-
-    def test_unembedding(self, name, alpha, family, true_alpha, m_n, m_l):
-        g = self.rules(name, alpha, m_n, m_l).groups["unembedding"]
-        want = expected(family, true_alpha, m_n, m_l)["unemb"]
-        assert (g.init_std, g.lr, g.weight_decay, g.eps) == pytest.approx(want, rel=1e-12)
 
     def test_forward_multipliers(self, name, alpha, family, true_alpha, m_n, m_l):
         r = self.rules(name, alpha, m_n, m_l)

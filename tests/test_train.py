@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import run_cli, run_cli_process  # noqa: E402
 from planner.db import RunDB  # noqa: E402
 from planner.errors import CpPlanError  # noqa: E402
 from planner.shapes import FLOP_CONVENTION, training_flops  # noqa: E402
@@ -224,23 +225,14 @@ def test_cli_train_defaults_are_the_config_defaults():
     assert {name: options[name] for name in fields} == fields
 
 
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-c", "import sys, cli; sys.argv[0] = 'cp-plan'; cli.main()", *args],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
-
-
 def test_cli_train_runs_and_prints_the_record(tmp_path):
-    from typer.testing import CliRunner
-
-    from cli import app
-
-    out = CliRunner().invoke(app, [
+    code, out, err = run_cli(
         "train", "--n-embd", "32", "--d-head", "16", "--n-layer", "1", "--base-n-embd", "32",
         "--seq-len", "32", "--batch-size", "8", "--n-tokens", "2.56e3", "--lr", "1e-2",
         "--db", str(tmp_path / "runs.sqlite"), "--checkpoint-dir", str(tmp_path), "--json",
-        "--no-progress", "--threads", "1"])
-    assert out.exit_code == 0, out.output
-    record = json.loads(out.stdout)
+        "--no-progress", "--threads", "1")
+    assert code == 0, err
+    record = json.loads(out)
     assert record["status"] == "done" and record["steps"] == 10 and record["loss"] < LN_V
     assert RunDB(str(tmp_path / "runs.sqlite")).get_run(record["run_id"])["status"] == "done"
 
@@ -251,7 +243,7 @@ def test_cli_train_runs_and_prints_the_record(tmp_path):
     (["--parameterization", "ntk"], "unknown parameterization 'ntk'"),
 ])
 def test_cli_train_bad_input_is_one_line(tmp_path, args, message):
-    out = _cli("train", *args, "--db", str(tmp_path / "runs.sqlite"))
+    out = run_cli_process("train", *args, "--db", str(tmp_path / "runs.sqlite"), timeout=120)
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "runs.sqlite").exists() or RunDB(str(tmp_path / "runs.sqlite")).count() == 0

@@ -90,10 +90,10 @@ class TrainConfig:
         object.__setattr__(self, "alpha", None if PRESETS[name][1] is not None else alpha)
         for label in ("n_embd", "n_layer", "d_head", "base_n_embd", "base_n_layer", "seq_len",
                       "batch_size", "eval_every", "eval_batches", "log_every"):
-            _positive_int(self, label)
-        _positive_int(self, "n_tokens", what="a positive token count, e.g. 200000 or 2e5")
-        _nonnegative_int(self, "checkpoint_every")
-        _nonnegative_int(self, "seed")
+            _int_field(self, label)
+        _int_field(self, "n_tokens", what="a positive token count, e.g. 200000 or 2e5")
+        _int_field(self, "checkpoint_every", low=0, what="an integer ≥ 0")
+        _int_field(self, "seed", low=0, what="an integer ≥ 0")
         check_width(self.n_embd, self.d_head)
         check_width(self.base_n_embd, self.d_head)
         # BaseHParams validates lr, init_std, weight_decay, eps and the multipliers.
@@ -229,23 +229,15 @@ class TrainConfig:
         return root / self.config_hash()
 
 
-def _positive_int(cfg: TrainConfig, label: str, what: str = "a positive integer") -> None:
+def _int_field(cfg: TrainConfig, label: str, low: int = 1, what: str = "a positive integer") -> None:
+    """Check that the field is an integer ≥ ``low``; integral floats (2e5 from JSON or the CLI) are
+    accepted and stored as int."""
     value = getattr(cfg, label)
-    # Accept integral floats (2e5 from JSON or the CLI) and store them as int.
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
         object.__setattr__(cfg, label, value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise CpPlanError(f"{label}={value!r} must be {what}")
-
-
-def _nonnegative_int(cfg: TrainConfig, label: str) -> None:
-    value = getattr(cfg, label)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-        object.__setattr__(cfg, label, value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise CpPlanError(f"{label}={value!r} must be an integer ≥ 0")
 
 
 def _choice(cfg: TrainConfig, label: str, allowed: tuple[str, ...]) -> None:
