@@ -30,7 +30,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.fit import chinchilla, common  # noqa: E402
-from planner.laws import fit_law  # noqa: E402
+from planner.fitter import fit_law  # noqa: E402
 
 
 def table(rows: int, seed: int = 0) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 Naive recipe (Hoffmann et al. 2022 §D.2 as replicated by Besiroglu et al. 2024): Huber loss
 (δ = 1e-3) on ln L against LSE(a − α ln N, b − β ln D, e), scipy L-BFGS-B with numerical
 gradients from each of the 4500 grid starts, best objective kept. Ours:
-``planner.laws.fit_law("chinchilla", ...)`` (grid evaluated, not optimised; batched IRLS-LM
+``planner.fitter.fit_law("chinchilla", ...)`` (grid evaluated, not optimised; batched IRLS-LM
 from the pruned starts; analytic Jacobian). Both run in this process on the same 240 points
 (the 5 highest losses dropped, D = C/(6N)); imports are warmed before timing.
 
@@ -88,7 +88,7 @@ def naive(df: pd.DataFrame, every: int = 1) -> tuple[dict, float, float, int, di
 
 
 def ours(df: pd.DataFrame, bootstrap: int = 0) -> tuple[dict, float, float, object]:
-    from planner.laws import fit_law
+    from planner.fitter import fit_law
 
     t0 = time.perf_counter()
     res = fit_law("chinchilla", df, bootstrap=bootstrap, seed=0, exclude_highest_loss=5, heldout=False)
@@ -104,7 +104,7 @@ def main() -> None:
     df = load()
     import scipy.optimize  # noqa: F401  (warm imports: neither side pays them)
 
-    import planner.laws  # noqa: F401
+    import planner.fitter  # noqa: F401
 
     ours(df.head(60))  # warm numpy code paths
     v_ours, f_ours, t_ours, _ = ours(df)

@@ -48,7 +48,7 @@ def child(argv: list[str]) -> None:
     """Run one cp-plan command line here and print {wall_s, peak_mb, base_mb, rc} as JSON."""
     sys.path.insert(0, str(ROOT))
     import cli  # noqa: F401 (the CLI's own imports are part of the baseline, not the measurement)
-    import numpy  # noqa: F401
+    import numpy  # noqa: F401 (baseline imports)
     import pandas  # noqa: F401
 
     base = _rss_mb()

@@ -22,8 +22,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def bootstrap_checked(n: int) -> int:
-    """--bootstrap, checked before anything runs (one line: planner.laws.check_bootstrap)."""
-    from planner.laws import check_bootstrap
+    """--bootstrap, checked before anything runs (one line: planner.fitter.check_bootstrap)."""
+    from planner.fitter import check_bootstrap
 
     return check_bootstrap(n)
 

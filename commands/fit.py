@@ -1,4 +1,4 @@
-"""`cp-plan fit`: fit a scaling law to the finished runs (planner.laws)."""
+"""`cp-plan fit`: fit a scaling law to the finished runs (planner.fitter)."""
 
 # (no `from __future__ import annotations`: typer would eval every string annotation of every command at each start)
 
@@ -14,7 +14,7 @@ import typer
 from commands.common import bootstrap_checked, DbOpt, emit_json, fmt_cell, plural, where_terms, WhereOpt
 from planner.errors import CpPlanError
 
-# ---------------------------------------------------------------- fit (planner.laws)
+# ---------------------------------------------------------------- fit (planner.fitter)
 # (fit command goes here)
 class LawName(str, Enum):
     chinchilla = "chinchilla"
@@ -39,7 +39,7 @@ def fit(
 ) -> None:
     """Fit a scaling law to the finished runs in the database, per parameterization (and per N:L for compute)."""
     from planner.db import RunDB
-    from planner.laws import fit_runs
+    from planner.fitter import fit_runs
     from planner.tableio import format_where
 
     if pool_shapes and law is not LawName.compute:

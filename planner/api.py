@@ -152,7 +152,7 @@ def fit_laws(db: str | None = None, *, laws_file: str | None = None, bootstrap: 
     """The planner's laws from a run database (through its cache) or from a laws file."""
     from planner.lawcache import load_laws
 
-    from planner.laws import check_bootstrap
+    from planner.fitter import check_bootstrap
 
     check_bootstrap(bootstrap)
     return Laws(load_laws(db=db, laws_path=laws_file, bootstrap=bootstrap, seed=seed, refit=refit, on_fit=on_fit))

@@ -491,7 +491,7 @@ def _sources(out: dict, n: int, source: str, source_is_default: bool, export: bo
                 continue
             srcs[i] = s = s.strip()
             if s == TRAINED_SOURCE and not export:
-                bad(i, "source", s, f"is reserved for runs cp-plan trains (kept only from a `cp-plan runs export` "
+                bad(i, "source", s, "is reserved for runs cp-plan trains (kept only from a `cp-plan runs export` "
                     "file); name the import with --source")
             elif not _SOURCE_RE.match(s):
                 bad(i, "source", s, "is not a usable source name (letters, digits, '.', '_' or '-', at most 64 "

@@ -1,7 +1,7 @@
 """Shape laws for the planner, fitted from a run database and cached next to it.
 
 ``load_laws(db=..., laws_path=...)`` returns a :class:`LawSet`: one ``shape`` law
-(``planner.laws.fit_law("shape", ...)``) per parameterization, plus the facts about the runs
+(``planner.fitter.fit_law("shape", ...)``) per parameterization, plus the facts about the runs
 behind each law that a plan must state (largest P, trained N:L range, tokens per parameter, base
 shape and hyperparameters, data and devices).
 
@@ -48,7 +48,7 @@ DEFAULT_DB_PATH = PROJECT_ROOT / "data" / "runs" / "runs.sqlite"
 class LawSet:
     """Per-parameterization shape laws and the context of the runs behind them."""
 
-    laws: dict  # parameterization -> law (planner.laws.FitResult)
+    laws: dict  # parameterization -> law (planner.fitter.FitResult)
     context: dict  # parameterization -> facts about its runs (plain JSON)
     meta: dict  # origin, fingerprint, settings, skipped parameterizations
     notes: list = field(default_factory=list)  # things the CLI may tell the user (cache not written, ...)
@@ -133,7 +133,7 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def _laws_from_json(entries: dict, origin: str) -> dict:
-    from planner.laws import FitResult
+    from planner.fitter import FitResult
 
     laws = {}
     for name, entry in entries.items():

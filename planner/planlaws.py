@@ -35,7 +35,7 @@ from planner.plainjson import stored_config
 from planner.fit import extrapolation
 from planner.fit import gap as gapfit
 from planner.fit.shape import FORMS, ShapeLaw
-from planner.laws import FitResult
+from planner.fitter import FitResult
 
 PLAN_LAWS_FORMAT = "cp-plan-plan-laws/2"
 REFERENCE_ORDER = ("completep",)  # preferred reference; else the parameterization with most runs

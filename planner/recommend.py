@@ -518,7 +518,7 @@ def hull_distances(laws: Mapping[str, Any], context: Mapping[str, Mapping], shap
     largest = max(((context.get(k) or {}).get("max_n_params") or 0.0) for k in names)
     run = (f"`cp-plan sweep shape --params {4 * largest:.2g} --ratios {shape.ratio:.3g} --parameterizations "
            f"{','.join(names)}`" if largest else "runs at larger P")
-    return out, [f"the pick lies outside the (m_L, m_N) hull of the runs of "
+    return out, ["the pick lies outside the (m_L, m_N) hull of the runs of "
                  + ", ".join(f"{k} ({math.exp(outside[k]):.3g}x)" for k in names)
                  + " (factor beyond it in the multipliers): bands, gaps and savings there are extrapolated and "
                  f"their intervals carry it; {run} moves the data toward the pick (`cp-plan next` ranks such runs)"]

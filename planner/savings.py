@@ -16,7 +16,7 @@ takes percentiles of the per-refit fractions; with samples, the reported fractio
 (the point of the medians' curves can fall outside a skewed interval far from the data).
 
 A law is anything with ``predict(n_params=, n_tokens=, ratio=) -> (mean, low, high)`` and
-``predict_samples(...) -> array (B, n)``, e.g. ``planner.laws.FitResult`` of the ``shape`` law.
+``predict_samples(...) -> array (B, n)``, e.g. ``planner.fitter.FitResult`` of the ``shape`` law.
 """
 
 from __future__ import annotations

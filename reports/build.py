@@ -10,7 +10,6 @@ shows what the database supports.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -164,19 +163,19 @@ def _evaluate(res, flops: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def compute_curves(runs: pd.DataFrame, *, bootstrap: int = COMPUTE_BOOTSTRAP,
                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """The ``compute`` law L(C) = E + A·C^(−a) (``planner.laws``), fitted here on the finished
+    """The ``compute`` law L(C) = E + A·C^(−a) (``planner.fitter``), fitted here on the finished
     runs outside LR sweeps and coordinate checks, two ways:
 
     - per parameterization over all its shapes (``kind`` 'frontier'): with the law's
       ``frontier`` option only the lowest loss at each FLOP level enters, so this is the
       compute-efficient frontier of that parameterization;
-    - per parameterization and N:L family (``kind`` 'ratio', ``planner.laws.fit_groups``): how
+    - per parameterization and N:L family (``kind`` 'ratio', ``planner.fitter.fit_groups``): how
       each shape family scales with compute.
 
     Returns (curves: parameterization, kind, ratio, label, flops, loss, low, high; a table of the
     fitted values; notes on groups that could not be fitted).
     """
-    from planner.laws import fit_groups, fit_law, group_keys
+    from planner.fitter import fit_groups, fit_law, group_keys
 
     cols = ["parameterization", "kind", "ratio", "label", "flops", "loss", "low", "high"]
     notes: list[str] = []

@@ -66,7 +66,6 @@ def build_summary(db, laws=None, tolerance: float = 0.01) -> str:
 
     runs = keyed(db.runs(statuses=None))
     coord = db.coord_rows()
-    done = runs[an.finite_loss(runs)] if len(runs) else runs
     lines = ["# Reproducing Dey et al. 2025 (CompleteP) at small scale", ""]
     if runs.empty:
         return "\n".join(lines + ["No runs in the database yet: run `cp-plan reproduce`."])

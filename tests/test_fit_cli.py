@@ -1,12 +1,10 @@
 """`cp-plan fit` options that change how runs are grouped."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from planner.laws import fit_groups, group_keys
+from planner.fitter import fit_groups, group_keys
 
 
 def _runs():
@@ -53,7 +51,7 @@ def test_pool_shapes_is_refused_for_other_laws(tmp_path, capsys):
 def test_positive_coefficients_keep_positive_intervals_without_bootstrap():
     """Issue 12: where a positive coefficient's Wald interval would cross 0, the interval comes
     from its fitted log scale or a small bootstrap instead, and stays positive."""
-    from planner.laws import fit_law
+    from planner.fitter import fit_law
 
     triggered = 0
     for seed in range(6):

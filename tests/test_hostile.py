@@ -449,7 +449,7 @@ def test_batched_solver_and_start_ranking_change_nothing(monkeypatch):
 @pytest.mark.slow
 def test_chinchilla_fit_memory_is_bounded():
     """30k runs: the grid of 4500 starts used to be one 4500 × 30k array per temporary (~1 GB each)."""
-    from planner.laws import fit_law
+    from planner.fitter import fit_law
 
     df = _synthetic(30_000)
     tracemalloc.start()

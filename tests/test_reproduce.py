@@ -86,7 +86,6 @@ def test_cpu_scale_meets_the_issue_where_the_budget_allows(fixture_corpus):
     scale = SCALES["cpu"]
     assert scale.seq_len >= 128 and scale.corpus == "english"
     shapes = {p: sweep_shapes(scale, p) for p in scale.params}
-    realized = [s.n_params for v in shapes.values() for s in v]
     for p, v in shapes.items():
         assert len({(s.n_embd, s.n_layer) for s in v}) >= 7, p
         assert all(p / 1.27 <= s.n_params <= p * 1.27 for s in v)

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 DB = ROOT / "data" / "runs" / "runs.sqlite"
 LAWS = ROOT / "data" / "runs" / "laws.json"

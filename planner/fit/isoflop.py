@@ -63,7 +63,6 @@ def _vertices(x: np.ndarray, loss: np.ndarray, w: np.ndarray, window: int | None
     present = w > 0
     masked = np.where(present, loss[None, :], np.inf)
     i_min = np.argmin(masked, axis=1)
-    idx = np.arange(m)[None, :]
     first = np.argmax(present, axis=1)
     last = m - 1 - np.argmax(present[:, ::-1], axis=1)
     edge = (i_min == first) | (i_min == last)

@@ -26,7 +26,7 @@ def _num(x) -> float:
 
 
 
-# Law objects by name, filled by planner.laws (the registry on top): results evaluate through the
+# Law objects by name, filled by planner.fitter (the registry on top): results evaluate through the
 # law that made them without this module importing the fitters (imports point one way).
 _LAWS: dict = {}
 
@@ -95,7 +95,7 @@ class FitResult:
 
     def _law(self):
         if self.law not in _LAWS:
-            known = ", ".join(_LAWS) or "none (import planner.laws, which registers them)"
+            known = ", ".join(_LAWS) or "none (import planner.fitter, which registers them)"
             raise CpPlanError(f"unknown law {self.law!r} in a fit result; known: {known}")
         return _LAWS[self.law]
 

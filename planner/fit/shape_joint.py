@@ -37,12 +37,11 @@ import math
 import numpy as np
 
 from planner.errors import CpPlanError
-from planner.fit import common, solver
+from planner.fit import common
 from planner.fit.result import FitResult
-from planner.fit.shape import (BOUNDS, EXPONENT_STARTS, FORMS, SHARED, ShapeData, _vertex_guess, design_for,  # noqa: F401
-                               group_columns, group_value_names, joint_parametric_samples as parametric_samples,
-                               joint_theta_names, joint_to_values_fn, joint_value_names, pen_names, prepare,
-                               size_levels, unbracketed_optimum)
+from planner.fit.shape import (BOUNDS, EXPONENT_STARTS, FORMS, SHARED, ShapeData, _vertex_guess, design_for,
+                               group_columns, group_value_names, joint_theta_names, joint_to_values_fn,
+                               joint_value_names, prepare, unbracketed_optimum)
 
 MU_MARGIN = 2.0  # ln units (a factor e² ≈ 7.4 in N:L) the optimum may lie beyond the sampled N:L
 

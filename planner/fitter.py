@@ -1,6 +1,6 @@
 """Scaling laws fitted to runs: the public entry point of the fitter (no torch, no plotly).
 
-    from planner.laws import fit_law, fit_groups, FitResult, LAWS
+    from planner.fitter import fit_law, fit_groups, FitResult, LAWS
     res = fit_law("chinchilla", df, bootstrap=1000, seed=0, exclude_highest_loss=5)
 
 Laws (each cites its source in its module):

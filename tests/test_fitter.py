@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from planner.errors import CpPlanError
-from planner.laws import LAWS, FitResult, fit_groups, fit_law, group_keys
+from planner.fitter import LAWS, FitResult, fit_groups, fit_law, group_keys
 from conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
@@ -379,7 +379,7 @@ def test_registry_and_fitting_imports_no_torch_plotly_or_scipy():
     assert set(LAWS) == {"chinchilla", "compute", "shape", "isoflop"}
     import subprocess
 
-    code = ("import sys, numpy as np, pandas as pd; from planner.laws import fit_law; "
+    code = ("import sys, numpy as np, pandas as pd; from planner.fitter import fit_law; "
             "c = np.geomspace(1e15, 1e19, 5); "
             "fit_law('compute', pd.DataFrame({'flops': c, 'loss': 1.7 + 300 * c ** -0.15}), bootstrap=20); "
             "bad = [m for m in ('torch', 'plotly', 'scipy') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
@@ -437,7 +437,7 @@ def test_m_out_of_n_bootstrap_estimates_the_full_bootstrap_spread(monkeypatch):
     within 30% of the full n-out-of-n bootstrap's (about 15% is Monte Carlo at 60 replicates).
     Without the √(m/n) scaling they would be √(n/m) = 2.8× too wide."""
     from planner.fit import common
-    from planner.laws import fit_law
+    from planner.fitter import fit_law
 
     rng = np.random.default_rng(3)
     n_runs = 8000
