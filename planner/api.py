@@ -186,7 +186,8 @@ def predict(n_embd: int, n_layer: int, *, n_params: float | None = None, n_token
             parameterization: str = "completep", laws: Laws | None = None, db: str | None = None) -> Prediction:
     """The laws' expected loss of one configuration with its interval (and one run's, with seed
     noise), its unit and how far it lies beyond the runs."""
-    from planner.recommend import MAX_N_PARAMS, law_key_for, loss_unit
+    from planner.assumptions import loss_unit
+    from planner.recommend import MAX_N_PARAMS, law_key_for
     from planner.shapes import n_params_nonembedding
 
     for flag, v in (("--n-embd", n_embd), ("--n-layer", n_layer)):

@@ -296,7 +296,7 @@ def test_candidates_stay_bounded_at_any_scale():
     """Issue 10 item 11: candidates come from a log grid of N:L, not from every width step, so
     the planner's cost does not grow with --params."""
     from planner.hardware import load_profile
-    from planner.recommend import candidate_shapes
+    from planner.candidates import candidate_shapes
 
     hw = load_profile("weight-streaming")
     counts = [len(candidate_shapes(p, hw, 64)) for p in (1e9, 1e12, 1e15)]

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from planner.candidates import candidate_shapes
 from planner.errors import CpPlanError
 from planner.hardware import PROFILES, load_profile
-from planner.recommend import Target, candidate_shapes, make_plan
+from planner.recommend import Target, make_plan
 from planner.rules import BaseHParams, resolve_shape
 from planner.savings import continuous_shape, family_flops, flop_savings
 from planner.shapes import FLOP_CONVENTION, flops_per_token, n_params_nonembedding
