@@ -34,7 +34,8 @@ from planner.errors import CpPlanError
 from planner.plainjson import plain, stored_config
 
 CACHE_FORMAT = "cp-plan-laws"
-CACHE_VERSION = 5  # 3: reference form mixture + parameterization gaps (planner.planlaws); 5: extrapolation terms
+CACHE_VERSION = 6  # 3: reference form mixture + parameterization gaps (planner.planlaws); 5: extrapolation terms;
+#   6: refits whose loss rises with scale beyond the runs are rejected
 DEFAULT_BOOTSTRAP = 200
 DEFAULT_SEED = 0
 EXCLUDED_SWEEPS = ("lr", "coord")

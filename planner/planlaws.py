@@ -41,6 +41,8 @@ PLAN_LAWS_FORMAT = "cp-plan-plan-laws/2"
 REFERENCE_ORDER = ("completep",)  # preferred reference; else the parameterization with most runs
 MIN_SAMPLES = 50  # with --bootstrap 0 the mixture still has this many (asymptotic) draws
 MIN_BOOT = 20  # bootstrap refits per reference form that has any samples at all
+GROWTH_CHECK_SIZES = 13  # P from the largest run's to 1e5x it (ReferenceLaw._grows_beyond_runs)
+GROWTH_CHECK_RATIOS = 9  # N:L across the trained range
 _SHAPE = ShapeLaw()
 
 
@@ -112,6 +114,23 @@ class PlanLaw:
     def predict_samples(self, **inputs) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _at_largest_size(self, p: np.ndarray, r: np.ndarray, n_tokens) -> np.ndarray:
+        """Each sample's loss at the same N:L and tokens per parameter, scaled down to the largest
+        run's P: the most a shape beyond the runs may lose (:meth:`_predict_samples`). The refits
+        whose loss rises with scale are already rejected on a grid of sizes and trained N:L
+        (:meth:`_grows_beyond_runs`); this cap holds the same rule everywhere else (an N:L outside
+        the trained range, a P beyond the grid, a form whose every refit rose). The extrapolation
+        term (planner.fit.extrapolation) is added after the cap."""
+        down = np.exp(np.minimum(self.extra["log_p_max"] - np.log(p), 0.0))
+        at_max = {"n_params": p * down, "ratio": r}
+        if n_tokens is not None:
+            at_max["n_tokens"] = np.broadcast_to(np.asarray(n_tokens, float), p.shape) * down
+        fixed_tokens = any(self.forms[f].meta.get("folded") == "tokens" for f in self._rows)
+        if fixed_tokens and n_tokens is not None:  # a law of one token count prices only that count
+            at_max["n_tokens"] = np.broadcast_to(np.asarray(n_tokens, float), p.shape)
+        with np.errstate(all="ignore"):
+            return self._forms_predict(at_max)
+
     def level_samples(self, **inputs) -> np.ndarray | None:
         """An error of the loss's level that every shape shares (None: none)."""
         return None
@@ -154,31 +173,69 @@ class ReferenceLaw(PlanLaw):
     """The reference parameterization's shape law, a weighted mixture of its forms."""
 
     def __init__(self, name: str, forms: dict[str, FitResult], weights: dict[str, float], take: dict[str, int],
-                 sigma_loss: float, meta: dict | None = None):
+                 sigma_loss: float, meta: dict | None = None, growth_check: dict | None = None):
         self.name = name
         self.forms, self.weights, self.take = forms, weights, take
         self.sigma_loss = float(sigma_loss)
         best = max((f for f in forms if take.get(f, 0) > 0), key=lambda f: weights.get(f, 0.0))
         self.best = forms[best]
         self.level = self.best.level
-        self._rows = {f: self._form_rows(forms[f], take[f]) for f in forms if take.get(f, 0) > 0}
+        self.growth_check = growth_check
+        self.rejected: dict[str, str] = {}
+        self._rows = {f: self._form_rows(f, forms[f], take[f]) for f in forms if take.get(f, 0) > 0}
         self.meta = dict(self.best.meta)
         self.meta.update(meta or {})
         self.meta.update(form="mixture of " + ", ".join(f"{f} ({weights[f]:.0%})" for f in self._rows),
                          form_weights=dict(weights), law="shape", reference=True)
+        if self.rejected:
+            self.meta["rejected_refits"] = dict(self.rejected)
         self.n = self.best.n
         self.heldout_error = self.best.heldout_error
         self.warnings = tuple(self.best.warnings)
         self.values = dict(self.best.values)
 
-    @staticmethod
-    def _form_rows(fr: FitResult, k: int) -> np.ndarray:
+    def _form_rows(self, form: str, fr: FitResult, k: int) -> np.ndarray:
         if fr.samples is not None and np.all(np.isfinite(fr.samples), axis=1).any():
             rows = fr.samples[np.all(np.isfinite(fr.samples), axis=1)]
-            if len(rows) >= k:
-                return rows[:k]
-            return rows[np.arange(k) % len(rows)]  # a few failed refits: reuse rows, keep the weight
-        return _SHAPE.parametric_samples(fr, k)
+        else:
+            return _SHAPE.parametric_samples(fr, k)
+        if self.growth_check:
+            grows = self._grows_beyond_runs(fr, rows)
+            if grows.any():
+                self.rejected[form] = (f"{int(grows.sum())} of {len(rows)} refits predicted a larger model at a "
+                                       "trained N:L to lose more than the largest run"
+                                       + (": all kept, each capped at the largest run's loss" if grows.all()
+                                          else "; replaced by the others"))
+            if not grows.all():
+                rows = rows[~grows]
+        if len(rows) >= k:
+            return rows[:k]
+        return rows[np.arange(k) % len(rows)]  # failed or rejected refits: reuse rows, keep the weight
+
+    def _grows_beyond_runs(self, fr: FitResult, rows: np.ndarray) -> np.ndarray:
+        """Which refits predict the loss to *rise* with scale beyond the runs, at some N:L inside the
+        trained range with tokens growing as P: P from the largest run's to 10⁵ times it.
+
+        Such a refit is a form fitted over a narrow range of sizes gone wrong: its optimum drifts
+        fast, and the side of the bowl the runs never reached gets a steep curvature, so at 1.5e9
+        from runs up to 4e5 it predicted thousands of nats/byte. Scaling P and D up together at a
+        fixed N:L does not make a model worse (Kaplan et al. 2020, Fig. 5: at a fixed aspect ratio
+        the loss falls with size), so these refits are rejected, as failed refits are, and the
+        form keeps its weight through its other refits: the prior that truncates the bootstrap."""
+        gc = self.growth_check
+        p = math.exp(gc["log_p_max"]) * np.exp(np.linspace(0.0, math.log(1e5), GROWTH_CHECK_SIZES))
+        lo, hi = gc["ratio_range"]
+        r = np.exp(np.linspace(math.log(lo), math.log(hi), GROWTH_CHECK_RATIOS))
+        pp, rr = (a.ravel() for a in np.meshgrid(p, r, indexing="ij"))
+        if fr.meta.get("folded") == "tokens":  # a law of one token count prices only that count
+            d = np.full(pp.size, float(fr.meta["n_tokens_fixed"]))
+        else:
+            d = gc["tokens_per_param"] * pp
+        with np.errstate(all="ignore"):
+            v = _SHAPE.predict_values(rows, fr.meta, dict(n_params=pp, n_tokens=d, ratio=rr))
+        v = v.reshape(len(rows), p.size, r.size)
+        rise = np.diff(v, axis=1) > 1e-9 * np.abs(v[:, :-1])
+        return np.any(rise | ~np.isfinite(v[:, 1:]), axis=(1, 2))
 
     @property
     def n_samples(self) -> int:
@@ -228,9 +285,12 @@ class ReferenceLaw(PlanLaw):
         memo[key] = out
         return out
 
+    def _forms_predict(self, inputs: dict) -> np.ndarray:
+        return np.concatenate([_SHAPE.predict_values(rows, self.forms[f].meta, inputs)
+                               for f, rows in self._rows.items()], axis=0)
+
     def _predict_samples(self, **inputs) -> np.ndarray:
-        out = np.concatenate([_SHAPE.predict_values(rows, self.forms[f].meta, inputs)
-                              for f, rows in self._rows.items()], axis=0)
+        out = self._forms_predict(inputs)
         if not self.extra:
             return out
         p = np.atleast_1d(np.asarray(inputs["n_params"], float))
@@ -241,6 +301,7 @@ class ReferenceLaw(PlanLaw):
         p, r = np.broadcast_arrays(p, r)
         if not np.any(np.log(p) > self.extra["log_p_max"]):
             return out
+        out = np.minimum(out, self._at_largest_size(p, r, inputs.get("n_tokens")), out=np.array(out))
         e = self.e_samples()[:, None]
         shape, _ = extrapolation.reference_term(self.extra, p, r)
         with np.errstate(all="ignore"):
@@ -431,7 +492,12 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
                     failures[f"{reference}/{f} bootstrap"] = str(exc)
     # seed noise: replicates where there are any, else the reference's residuals
     sigma, n_groups, n_rep = replicate_noise(df)
-    ref_obj = ReferenceLaw(reference, ref_forms, weights, take, sigma_loss=sigma or 0.0)
+    growth_check = {"log_p_max": float(np.log(ref_df["n_params"].max())),
+                    "tokens_per_param": float(np.median(ref_df["n_tokens"].to_numpy(float) / ref_df["n_params"].to_numpy(float))),
+                    "ratio_range": [float(ref_df["ratio"].min()), float(ref_df["ratio"].max())]}
+    ref_obj = ReferenceLaw(reference, ref_forms, weights, take, sigma_loss=sigma or 0.0, growth_check=growth_check)
+    if ref_obj.rejected:
+        say(f"reference {reference}: " + "; ".join(f"{f}: {why}" for f, why in ref_obj.rejected.items()))
     ref_extra = _reference_extrapolation(ref_obj, ref_df, seed)
     ref_base, _ = _base_of((contexts.get(reference) or {}).get("base"), ref_df)
     ref_extra.update(base=list(ref_base), hull=np.stack(
@@ -451,7 +517,7 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
     out = {
         "format": PLAN_LAWS_FORMAT, "reference": reference, "noise": noise,
         "reference_fit": {"forms": {f: r.to_json() for f, r in ref_forms.items()}, "weights": weights, "take": take,
-                          "extrapolation": ref_extra,
+                          "extrapolation": ref_extra, "growth_check": growth_check, "rejected": ref_obj.rejected,
                           "heldout_errors": errors, "n_heldout": n_out,
                           "weight_rule": "w_f ∝ heldout_profile_error_f^(-n_heldout)"},
         "gaps": {}, "skipped": skipped, "failures": failures,
@@ -533,7 +599,7 @@ def build_laws(data: dict) -> dict[str, PlanLaw]:
     rf = data["reference_fit"]
     forms = {f: FitResult.from_json(v) for f, v in rf["forms"].items()}
     ref = ReferenceLaw(data["reference"], forms, rf["weights"], {f: int(v) for f, v in rf["take"].items()},
-                       sigma_loss=float(data["noise"]["sigma_loss"]))
+                       sigma_loss=float(data["noise"]["sigma_loss"]), growth_check=rf.get("growth_check"))
     ref.extra = rf.get("extrapolation")
     laws: dict[str, PlanLaw] = {data["reference"]: ref}
     for key, g in (data.get("gaps") or {}).items():

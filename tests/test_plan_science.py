@@ -203,6 +203,40 @@ def test_plan_laws_predict_run_intervals_wider_than_the_law_by_the_seed_noise():
     assert rel[1] > rel[0] > 1.0
 
 
+def test_a_refit_that_predicts_a_larger_model_losing_more_is_capped_at_the_largest_run():
+    """A bootstrap refit whose optimum drifts away fast, with a steep bowl on that side, predicts a
+    model 1000x larger at a trained N:L to be far worse than the largest run; each sample beyond
+    the runs is capped at its own loss at the largest run's size (same N:L and tokens/param)."""
+    from planner.planlaws import build_laws
+
+    df = _world()
+    keys = df["parameterization"].to_numpy(dtype=object)
+    ctx = {k: {"base": {"base_n_embd": 64, "base_n_layer": 2}} for k in ("completep", "mup")}
+    ref = build_laws(fit_plan_laws(df, keys, bootstrap=40, seed=0, contexts=ctx))["completep"]
+    ref.extra = {**ref.extra, "z": np.zeros_like(np.asarray(ref.extra["z"])).tolist()}  # no extrapolation term
+    form, rows = next((f, r) for f, r in ref._rows.items() if "mu1" in ref.forms[f].meta["value_names"])
+    names = list(ref.forms[form].meta["value_names"])
+    broken = rows[0].copy()
+    broken[names.index("mu1")] = 1.5  # the optimum moves 1.5 in ln N:L per e-fold of P
+    for k in ("k", "k_deep", "k_wide"):
+        if k in names:
+            broken[names.index(k)] = 1.0
+    ref._rows[form] = np.vstack([broken[None, :], rows[1:]])
+    ref.extra = dict(ref.extra)  # forget remembered predictions
+    p_max = float(df["n_params"].max())
+    at = lambda p: np.asarray(ref.predict_samples(n_params=np.array([p]), n_tokens=np.array([20 * p]),  # noqa: E731
+                                                  ratio=np.array([4.0])), float)[:, 0]
+    uncapped = ref._forms_predict(dict(n_params=np.array([1e3 * p_max]), n_tokens=np.array([2e4 * p_max]),
+                                       ratio=np.array([4.0])))[:, 0]
+    i = sum(len(r) for f, r in ref._rows.items() if list(ref._rows).index(f) < list(ref._rows).index(form))
+    assert uncapped[i] > at(p_max)[i] + 1.0  # the broken refit, uncapped: a nat worse than at the largest run
+    big = at(1e3 * p_max)
+    assert np.all(big <= at(p_max) + 1e-12)
+    assert big[i] == pytest.approx(at(p_max)[i])
+    kept = uncapped < at(p_max)
+    assert np.allclose(big[kept], uncapped[kept])  # every sample below the cap is untouched
+
+
 def test_savings_interval_of_a_gapless_world_crosses_zero_and_says_so():
     df = _world(gap=lambda u: 0.0)
     keys = df["parameterization"].to_numpy(dtype=object)
