@@ -129,7 +129,7 @@ class PlanLaw:
         if fixed_tokens and n_tokens is not None:  # a law of one token count prices only that count
             at_max["n_tokens"] = np.broadcast_to(np.asarray(n_tokens, float), p.shape)
         with np.errstate(all="ignore"):
-            return self._forms_predict(at_max)
+            return self._forms_predict(at_max, drifting_only=True)
 
     def level_samples(self, **inputs) -> np.ndarray | None:
         """An error of the loss's level that every shape shares (None: none)."""
@@ -285,8 +285,12 @@ class ReferenceLaw(PlanLaw):
         memo[key] = out
         return out
 
-    def _forms_predict(self, inputs: dict) -> np.ndarray:
+    def _forms_predict(self, inputs: dict, drifting_only: bool = False) -> np.ndarray:
+        """The forms' samples stacked (S, n); ``drifting_only``: +inf for the forms whose optimum
+        does not drift (their loss falls with P at every N:L, so nothing caps them)."""
         return np.concatenate([_SHAPE.predict_values(rows, self.forms[f].meta, inputs)
+                               if not drifting_only or "mu1" in self.forms[f].meta["value_names"]
+                               else np.full((len(rows), np.size(inputs["n_params"])), np.inf)
                                for f, rows in self._rows.items()], axis=0)
 
     def _predict_samples(self, **inputs) -> np.ndarray:
