@@ -349,7 +349,7 @@ READERS = [
     ["predict", "--n-embd", "256", "--n-layer", "4", "--bootstrap", "5"],
     ["next", "--budget-flops", "1e15", "--bootstrap", "5", "--out", "{ws}/n.json"],
     ["runs", "snapshot", "{ws}/snap.sqlite"], ["sweep", "file", "{ws}/s.json", "--dry-run"],
-    ["hparams", "--n-embd", "256", "--n-layer", "4"],
+    ["report", "--out", "{ws}/r.html", "--bootstrap", "5"],
 ]
 
 
