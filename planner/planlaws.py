@@ -20,6 +20,13 @@ parameterization the reference times a gap that depends on the depth and width m
 Every law here has ``predict(n_params=, n_tokens=, ratio=) -> (median, low, high)`` (expected
 loss: the point is the median over the samples, so it always lies inside its interval) and
 ``predict_samples(...) -> (S, n)``, as :mod:`planner.savings` and :mod:`planner.band` expect.
+
+- **Beyond the runs** a reference refit whose loss rises with scale at a trained N:L is rejected
+  (:meth:`ReferenceLaw._grows_beyond_runs`), and every prediction is capped at the same sample's
+  loss at the largest run's size.
+
+(Just over 600 lines on purpose: the two law classes and :func:`fit_plan_laws` share one sample
+layout, the reference's rows paired with every gap's, which is easiest to keep right in one file.)
 """
 
 from __future__ import annotations
