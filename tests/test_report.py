@@ -372,3 +372,19 @@ def test_report_command_without_laws_still_writes(tmp_path, capsys, monkeypatch)
     page = out.read_text(encoding="utf-8")
     assert_self_contained(page)
     assert "No shape-sweep runs yet" in page and "Across depth" in page
+
+
+def test_reproduction_summary_names_the_data_the_runs_trained_on():
+    """The summary's scale line is read from the runs (it once said KJV, context 64 for every database)."""
+    import json
+
+    from reports.summary import data_description
+
+    english = pd.DataFrame({"vocab_size": [256, 256], "seq_len": [128, 128], "d_head": [8, 8],
+                             "config_json": [json.dumps({"corpus": "english"}), "not json"]})
+    got = data_description(english)
+    assert "English corpus" in got and "context 128" in got and "head size 8" in got and "byte-level" in got
+    mixed = pd.DataFrame({"vocab_size": [50257, None], "seq_len": [2048, 1024], "config_json": [None, None]})
+    got = data_description(mixed)
+    assert "unknown data" in got and "context 1024, 2048" in got and "head size unknown" in got
+    assert "byte-level" not in got
