@@ -300,8 +300,10 @@ def bands_distinguishable(band: dict) -> bool:
 # ---------------------------------------------------------------------- 5. savings
 
 
-def savings_at(laws: Mapping[str, Any], key: str, shape: Shape, target: Target) -> tuple[dict, list[str]]:
-    """Compute ``key`` saves against every other law at the pick's N:L and tokens/param line."""
+def savings_at(laws: Mapping[str, Any], key: str, shape: Shape, target: Target,
+               contexts: Mapping[str, Mapping] | None = None) -> tuple[dict, list[str]]:
+    """Compute ``key`` saves against every other law at the pick's N:L and tokens/param line
+    (each other law floored below its smallest run, from ``contexts``: planner.savings)."""
     out, warnings = {}, []
     for name, other in laws.items():
         if name == key:
@@ -309,7 +311,8 @@ def savings_at(laws: Mapping[str, Any], key: str, shape: Shape, target: Target) 
         try:
             s = flop_savings(laws[key], other, float(shape.n_params), shape.ratio,
                              tokens_per_param=target.tokens_per_param, vocab_size=target.vocab_size,
-                             seq_len=target.seq_len, reference=key, other=name)
+                             seq_len=target.seq_len, reference=key, other=name,
+                             other_min_n_params=((contexts or {}).get(name) or {}).get("min_n_params"))
         except CpPlanError as exc:
             warnings.append(f"savings vs {name}: {exc}")
             continue
@@ -390,7 +393,7 @@ def make_plan(target: Target, hardware: HardwareProfile | str, laws: Mapping[str
         run_interval = [float(run[1][0]), float(run[2][0])]
     else:  # a laws file without seed noise (`cp-plan fit --out`): no interval for one run
         run_interval = None
-    savings, sav_warnings = savings_at(laws, key, shape, target)
+    savings, sav_warnings = savings_at(laws, key, shape, target, context)
     warnings += sav_warnings
     hparams, hp_note = transferred_hparams(key, shape, ctx)
     extrap = extrapolation_of(shape, n_tokens, ctx)

@@ -112,9 +112,15 @@ def crossing(log_p: np.ndarray, losses: np.ndarray, target: np.ndarray):
 def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
                  tokens_per_param: float = 20.0, vocab_size: int = 50257, seq_len: int = 2048,
                  reference: str = "completep", other: str = "mup", level: float = 0.95,
-                 convention: str = FLOP_CONVENTION) -> Savings:
+                 convention: str = FLOP_CONVENTION, other_min_n_params: float | None = None) -> Savings:
     """Fraction of ``other``'s compute that ``reference`` saves at the same loss, same N:L and
-    same tokens-per-parameter line (module docstring), with a paired-bootstrap interval."""
+    same tokens-per-parameter line (module docstring), with a paired-bootstrap interval.
+
+    ``other_min_n_params``: the smallest P among the other law's runs. Below it the other law's
+    loss is floored at its own value there (per sample): a model smaller than any run is not
+    better than the smallest run, while a law extrapolated downward can dip (a gap form at
+    ln m_L < 0 predicted 1.1 nats at 25 parameters against 4.0 at 2,500), and the crossing would
+    land in the dip."""
     for label, value in (("n_params", n_params), ("ratio", ratio), ("tokens_per_param", tokens_per_param)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise CpPlanError(f"{label}={value!r} must be a positive finite number")
@@ -127,7 +133,20 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
 
     target = float(np.asarray(reference_law.predict(
         n_params=np.array([p]), n_tokens=np.array([tokens_per_param * p]), ratio=np.array([float(ratio)]))[0])[0])
+    floor_p = float(other_min_n_params) if other_min_n_params and other_min_n_params > grid[0] else None
+    at_floor = lambda fn: np.asarray(fn(n_params=np.array([floor_p]), n_tokens=np.array([tokens_per_param * floor_p]),  # noqa: E731
+                                        ratio=np.array([float(ratio)])), float)
+
+    def floored(values, p_eval, floor_values):
+        """``values`` (rows × points) with every point below floor_p raised to the row's floor."""
+        if floor_p is None:
+            return values
+        below = p_eval < floor_p
+        return np.where(below[None, :], np.maximum(values, floor_values.reshape(-1, 1)), values)
+
+    point_floor = at_floor(lambda **x: other_law.predict(**x)[0]) if floor_p else None
     curve = np.asarray(other_law.predict(n_params=grid, n_tokens=tokens_per_param * grid, ratio=ones)[0], float)
+    curve = floored(curve[None, :], grid, point_floor)[0]
     log_p_other, reached, at_start = crossing(log_grid, curve[None, :], np.array([target]))
     reachable = bool(reached[0] and not at_start[0])
     p_other = float(np.exp(log_p_other[0])) if reached[0] else float(grid[-1])
@@ -139,6 +158,7 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
             pf = np.exp(fine)
             vals = np.asarray(other_law.predict(n_params=pf, n_tokens=tokens_per_param * pf,
                                                 ratio=np.full(33, float(ratio)))[0], float)
+            vals = floored(vals[None, :], pf, point_floor)[0]
             lp, hit, _ = crossing(fine, vals[None, :], np.array([target]))
             if not hit[0]:
                 break
@@ -158,6 +178,8 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
     ref_s = np.asarray(reference_law.predict_samples(
         n_params=np.array([p]), n_tokens=np.array([tokens_per_param * p]), ratio=np.array([float(ratio)])), float)
     oth_s = np.asarray(other_law.predict_samples(n_params=grid, n_tokens=tokens_per_param * grid, ratio=ones), float)
+    if floor_p is not None and oth_s.ndim == 2:
+        oth_s = floored(oth_s, grid, at_floor(other_law.predict_samples)[:, 0])
     if ref_s.ndim == 2 and oth_s.ndim == 2 and ref_s.shape[0] and oth_s.shape[0]:
         b = min(ref_s.shape[0], oth_s.shape[0])
         ref_t, oth_c = ref_s[:b, 0], oth_s[:b]

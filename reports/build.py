@@ -114,6 +114,9 @@ def savings_frame(shape_runs: pd.DataFrame, laws: dict, reference: str = REFEREN
     if reference not in laws:
         return pd.DataFrame(columns=cols), notes
     rows = []
+    ok_runs = shape_runs[an.finite_loss(shape_runs)]
+    base_min = {b: float(pd.to_numeric(g["n_params"], errors="coerce").min())
+                for b, g in ok_runs.groupby("parameterization")}
     for p, group in shape_runs.groupby("scale_params", sort=True):
         ref_runs = group[(group["parameterization"] == reference) & an.finite_loss(group)]
         tpp = _median_tpp(group)
@@ -127,7 +130,8 @@ def savings_frame(shape_runs: pd.DataFrame, laws: dict, reference: str = REFEREN
             for ratio in _ratio_families(ref_runs["ratio"]):
                 try:
                     s = flop_savings(laws[reference], laws[base], float(p), ratio, tokens_per_param=tpp,
-                                     vocab_size=vocab, seq_len=seq_len, reference=reference, other=base)
+                                     vocab_size=vocab, seq_len=seq_len, reference=reference, other=base,
+                                     other_min_n_params=base_min.get(base))
                 except CpPlanError as exc:
                     notes.append(f"savings vs {base} at P={p:.3g}, N:L {ratio:.3g}: {exc}")
                     continue

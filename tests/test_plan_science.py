@@ -418,3 +418,39 @@ def test_nan_percentiles_match_numpy_with_and_without_nans():
     np.testing.assert_allclose(np.array(nan_percentiles(s, [50, 2.5, 97.5])), want, equal_nan=True)
     clean = rng.normal(size=(50, 7))
     np.testing.assert_allclose(np.array(nan_percentiles(clean, [10, 90])), np.percentile(clean, [10, 90], axis=0))
+
+
+class _PowerLaw:
+    """L(P) = 2 + a·(P/1e4)^-0.3 at any N:L; below ``dip_below`` parameters it falls to 0.5, as a
+    law extrapolated far below its runs can (four identical samples)."""
+
+    def __init__(self, a: float, dip_below: float = 0.0):
+        self.a, self.dip_below = a, dip_below
+
+    def _loss(self, n_params):
+        p = np.asarray(n_params, float)
+        return np.where(p < self.dip_below, 0.5, 2.0 + self.a * (p / 1e4) ** -0.3)
+
+    def predict(self, n_params, n_tokens=None, ratio=None):
+        loss = self._loss(n_params)
+        return loss, loss, loss
+
+    def predict_samples(self, n_params, n_tokens=None, ratio=None):
+        return np.tile(self._loss(n_params), (4, 1))
+
+
+def test_savings_floor_the_other_law_below_its_smallest_run():
+    """A law that dips far below its runs must not meet the reference's loss there: below its
+    smallest run each sample is floored at its own loss at that run's size."""
+    from planner.savings import flop_savings
+
+    ref, other = _PowerLaw(9.0), _PowerLaw(10.0, dip_below=1e3)
+    want = 5e3 * (10 / 9) ** (1 / 0.3)  # other(P') = ref(5e3)
+    kw = dict(tokens_per_param=20, vocab_size=256, seq_len=128, reference="a", other="b")
+    dipped = flop_savings(ref, other, 5e3, 8.0, **kw)
+    assert dipped.n_params_other < 1e3 and dipped.fraction < 0  # the crossing lands in the dip
+    s = flop_savings(ref, other, 5e3, 8.0, other_min_n_params=1e3, **kw)
+    assert s.n_params_other == pytest.approx(want, rel=0.01) and s.fraction > 0
+    assert s.low == pytest.approx(s.fraction, rel=0.02) and s.high == pytest.approx(s.fraction, rel=0.02)
+    assert flop_savings(ref, _PowerLaw(10.0), 5e3, 8.0, other_min_n_params=1e3, **kw).fraction == \
+        pytest.approx(s.fraction, rel=1e-9)  # no dip: the floor changes nothing
