@@ -121,23 +121,6 @@ class PlanLaw:
     def predict_samples(self, **inputs) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _at_largest_size(self, p: np.ndarray, r: np.ndarray, n_tokens) -> np.ndarray:
-        """Each sample's loss at the same N:L and tokens per parameter, scaled down to the largest
-        run's P: the most a shape beyond the runs may lose (:meth:`_predict_samples`). The refits
-        whose loss rises with scale are already rejected on a grid of sizes and trained N:L
-        (:meth:`_grows_beyond_runs`); this cap holds the same rule everywhere else (an N:L outside
-        the trained range, a P beyond the grid, a form whose every refit rose). The extrapolation
-        term (planner.fit.extrapolation) is added after the cap."""
-        down = np.exp(np.minimum(self.extra["log_p_max"] - np.log(p), 0.0))
-        at_max = {"n_params": p * down, "ratio": r}
-        if n_tokens is not None:
-            at_max["n_tokens"] = np.broadcast_to(np.asarray(n_tokens, float), p.shape) * down
-        fixed_tokens = any(self.forms[f].meta.get("folded") == "tokens" for f in self._rows)
-        if fixed_tokens and n_tokens is not None:  # a law of one token count prices only that count
-            at_max["n_tokens"] = np.broadcast_to(np.asarray(n_tokens, float), p.shape)
-        with np.errstate(all="ignore"):
-            return self._forms_predict(at_max, drifting_only=True)
-
     def level_samples(self, **inputs) -> np.ndarray | None:
         """An error of the loss's level that every shape shares (None: none)."""
         return None
@@ -299,6 +282,21 @@ class ReferenceLaw(PlanLaw):
                                if not drifting_only or "mu1" in self.forms[f].meta["value_names"]
                                else np.full((len(rows), np.size(inputs["n_params"])), np.inf)
                                for f, rows in self._rows.items()], axis=0)
+
+    def _at_largest_size(self, p: np.ndarray, r: np.ndarray, n_tokens) -> np.ndarray:
+        """Each sample's loss at the same N:L and tokens per parameter, scaled down to the largest
+        run's P: the most a shape beyond the runs may lose (:meth:`_predict_samples`). The refits
+        whose loss rises with scale are already rejected on a grid of sizes and trained N:L
+        (:meth:`_grows_beyond_runs`); this cap holds the same rule everywhere else (an N:L outside
+        the trained range, a P beyond the grid, a form whose every refit rose). The extrapolation
+        term (planner.fit.extrapolation) is added after the cap."""
+        down = np.exp(np.minimum(self.extra["log_p_max"] - np.log(p), 0.0))
+        at_max = {"n_params": p * down, "ratio": r}
+        if n_tokens is not None:  # tokens scale with P, except in a law of one token count
+            fixed = any(self.forms[f].meta.get("folded") == "tokens" for f in self._rows)
+            at_max["n_tokens"] = np.broadcast_to(np.asarray(n_tokens, float), p.shape) * (1.0 if fixed else down)
+        with np.errstate(all="ignore"):
+            return self._forms_predict(at_max, drifting_only=True)
 
     def _predict_samples(self, **inputs) -> np.ndarray:
         out = self._forms_predict(inputs)
@@ -503,13 +501,11 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
                     failures[f"{reference}/{f} bootstrap"] = str(exc)
     # seed noise: replicates where there are any, else the reference's residuals
     sigma, n_groups, n_rep = replicate_noise(df)
-    growth_check = {"log_p_max": float(np.log(ref_df["n_params"].max())),
-                    "tokens_per_param": float(np.median(ref_df["n_tokens"].to_numpy(float) / ref_df["n_params"].to_numpy(float))),
-                    "ratio_range": [float(ref_df["ratio"].min()), float(ref_df["ratio"].max())]}
+    growth_check = _scale_facts(ref_df)
     ref_obj = ReferenceLaw(reference, ref_forms, weights, take, sigma_loss=sigma or 0.0, growth_check=growth_check)
     if ref_obj.rejected:
         say(f"reference {reference}: " + "; ".join(f"{f}: {why}" for f, why in ref_obj.rejected.items()))
-    ref_extra = _reference_extrapolation(ref_obj, ref_df, seed)
+    ref_extra = _reference_extrapolation(ref_obj, growth_check, seed)
     ref_base, _ = _base_of((contexts.get(reference) or {}).get("base"), ref_df)
     ref_extra.update(base=list(ref_base), hull=np.stack(
         [np.log(ref_df["n_layer"].to_numpy(float) / ref_base[1]),
@@ -573,19 +569,26 @@ def fit_plan_laws(df, keys: np.ndarray, bootstrap: int = 200, seed: int = 0, *, 
     return out
 
 
-def _reference_extrapolation(ref: ReferenceLaw, ref_df, seed: int) -> dict:
+def _scale_facts(ref_df) -> dict:
+    """The reference runs' largest P (and its ln), median tokens per parameter and trained N:L range: what
+    the growth check (:meth:`ReferenceLaw._grows_beyond_runs`) and the extrapolation term share."""
+    p = ref_df["n_params"].to_numpy(float)
+    return {"log_p_max": float(np.log(p.max())), "n_params_max": float(p.max()),
+            "tokens_per_param": float(np.median(ref_df["n_tokens"].to_numpy(float) / p)),
+            "ratio_range": [float(ref_df["ratio"].min()), float(ref_df["ratio"].max())]}
+
+
+def _reference_extrapolation(ref: ReferenceLaw, facts: dict, seed: int) -> dict:
     """The reference's extrapolation term (planner.fit.extrapolation): the largest run's ln P,
     the optimum N:L and the penalty's curvature there, the reducible loss at the optimum, and three
-    Student-t draws per sample."""
-    p = ref_df["n_params"].to_numpy(float)
-    log_p_max = float(np.log(p.max()))
-    tpp = float(np.median(ref_df["n_tokens"].to_numpy(float) / p))
+    Student-t draws per sample (``facts``: :func:`_scale_facts`)."""
+    log_p_max, p_max, tpp = facts["log_p_max"], facts["n_params_max"], facts["tokens_per_param"]
     w = np.linspace(-4.0, 4.0, 81)
-    r_lo, r_hi = float(ref_df["ratio"].min()), float(ref_df["ratio"].max())
+    r_lo, r_hi = facts["ratio_range"]
     centre = math.log(math.sqrt(r_lo * r_hi))
     grid = np.exp(centre + w)
     with np.errstate(all="ignore"):
-        s = ref.predict_samples(n_params=np.full(w.size, p.max()), n_tokens=np.full(w.size, tpp * p.max()), ratio=grid)
+        s = ref.predict_samples(n_params=np.full(w.size, p_max), n_tokens=np.full(w.size, tpp * p_max), ratio=grid)
         red = np.nanmedian(s - ref.e_samples()[:, None], axis=0)
     ln_red = np.log(np.where(red > 0, red, np.nan))
     ok = np.isfinite(ln_red) & (np.log(grid) >= math.log(r_lo)) & (np.log(grid) <= math.log(r_hi))

@@ -134,17 +134,17 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
     target = float(np.asarray(reference_law.predict(
         n_params=np.array([p]), n_tokens=np.array([tokens_per_param * p]), ratio=np.array([float(ratio)]))[0])[0])
     floor_p = float(other_min_n_params) if other_min_n_params and other_min_n_params > grid[0] else None
-    at_floor = lambda fn: np.asarray(fn(n_params=np.array([floor_p]), n_tokens=np.array([tokens_per_param * floor_p]),  # noqa: E731
-                                        ratio=np.array([float(ratio)])), float)
+    at_floor = dict(n_params=np.array([floor_p or p]), n_tokens=np.array([tokens_per_param * (floor_p or p)]),
+                    ratio=np.array([float(ratio)]))
 
     def floored(values, p_eval, floor_values):
         """``values`` (rows × points) with every point below floor_p raised to the row's floor."""
         if floor_p is None:
             return values
         below = p_eval < floor_p
-        return np.where(below[None, :], np.maximum(values, floor_values.reshape(-1, 1)), values)
+        return np.where(below[None, :], np.maximum(values, np.reshape(floor_values, (-1, 1))), values)
 
-    point_floor = at_floor(lambda **x: other_law.predict(**x)[0]) if floor_p else None
+    point_floor = np.asarray(other_law.predict(**at_floor)[0], float) if floor_p else None
     curve = np.asarray(other_law.predict(n_params=grid, n_tokens=tokens_per_param * grid, ratio=ones)[0], float)
     curve = floored(curve[None, :], grid, point_floor)[0]
     log_p_other, reached, at_start = crossing(log_grid, curve[None, :], np.array([target]))
@@ -179,7 +179,7 @@ def flop_savings(reference_law, other_law, n_params: float, ratio: float, *,
         n_params=np.array([p]), n_tokens=np.array([tokens_per_param * p]), ratio=np.array([float(ratio)])), float)
     oth_s = np.asarray(other_law.predict_samples(n_params=grid, n_tokens=tokens_per_param * grid, ratio=ones), float)
     if floor_p is not None and oth_s.ndim == 2:
-        oth_s = floored(oth_s, grid, at_floor(other_law.predict_samples)[:, 0])
+        oth_s = floored(oth_s, grid, np.asarray(other_law.predict_samples(**at_floor), float)[:, 0])
     if ref_s.ndim == 2 and oth_s.ndim == 2 and ref_s.shape[0] and oth_s.shape[0]:
         b = min(ref_s.shape[0], oth_s.shape[0])
         ref_t, oth_c = ref_s[:b, 0], oth_s[:b]
